@@ -1,0 +1,3 @@
+from jetmamba.cli import main
+
+raise SystemExit(main())

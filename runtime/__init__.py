@@ -1,0 +1,1 @@
+"""On-device runtime: backends, generation, benchmarks (not built yet)."""

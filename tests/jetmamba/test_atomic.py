@@ -1,0 +1,31 @@
+"""Artifacts appear whole or not at all."""
+
+from __future__ import annotations
+
+import pytest
+
+from jetmamba.atomic import atomic_directory
+
+
+def test_success_replaces_previous(tmp_path):
+    target = tmp_path / "art"
+    target.mkdir()
+    (target / "old").write_text("old")
+    with atomic_directory(target) as tmp:
+        (tmp / "new").write_text("new")
+        assert not (target / "new").exists()  # nothing visible until the end
+    assert (target / "new").read_text() == "new" and not (target / "old").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["art"]
+
+
+@pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
+def test_failure_keeps_previous_and_leaves_nothing(tmp_path, exc):
+    target = tmp_path / "art"
+    target.mkdir()
+    (target / "old").write_text("old")
+    with pytest.raises(exc):
+        with atomic_directory(target) as tmp:
+            (tmp / "half").write_text("half")
+            raise exc()
+    assert [p.name for p in target.iterdir()] == ["old"]
+    assert [p.name for p in tmp_path.iterdir()] == ["art"]

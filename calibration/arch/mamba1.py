@@ -1,0 +1,213 @@
+"""Mamba1 (and FalconMamba, Mamba1 with RMS-normed B, C and dt): config, mixer and state."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from jetmamba.calibration.arch.base import (
+    ArchAdapter,
+    ConfigReader,
+    LayerState,
+    Mixer,
+    ModelConfig,
+    padded_vocab,
+    require_silu,
+)
+from jetmamba.calibration.functional import causal_conv1d, rms_norm, selective_scan, selective_state_update
+from torch import nn
+
+from jetmamba.errors import CheckpointError
+
+
+@dataclass(frozen=True, kw_only=True)
+class Mamba1Config(ModelConfig):
+    arch = "mamba1"
+    dt_rank: int
+    # FalconMamba: weightless RMSNorm of dt (before dt_proj), B and C with this epsilon.
+    bcdt_rms_eps: float | None = None
+
+    @property
+    def conv_dim(self) -> int:
+        return self.d_inner
+
+    def validate(self) -> None:
+        super().validate()
+        if self.bcdt_rms_eps is not None and not (0 < self.bcdt_rms_eps < 1):
+            raise CheckpointError(f"config: mixer_rms_eps must be in (0, 1), got {self.bcdt_rms_eps!r}")
+
+
+class Mamba1Mixer(Mixer):
+    """in_proj -> (x, z); x -> causal conv -> SiLU -> x_proj -> (dt, B, C); selective scan gated by
+    SiLU(z); out_proj. Parameter names and shapes are those of transformers and mamba_ssm."""
+
+    def __init__(self, config: Mamba1Config, *, dtype: torch.dtype, device=None):
+        super().__init__()
+        kw = {"dtype": dtype, "device": device}
+        c = config
+        self.d_inner, self.d_state, self.dt_rank = c.d_inner, c.d_state, c.dt_rank
+        self.bcdt_rms_eps = c.bcdt_rms_eps
+        self.in_proj = nn.Linear(c.d_model, 2 * c.d_inner, bias=c.proj_bias, **kw)
+        self.conv1d = nn.Conv1d(c.d_inner, c.d_inner, c.d_conv, groups=c.d_inner, bias=c.conv_bias, **kw)
+        self.x_proj = nn.Linear(c.d_inner, c.dt_rank + 2 * c.d_state, bias=False, **kw)
+        self.dt_proj = nn.Linear(c.dt_rank, c.d_inner, bias=True, **kw)
+        # SSM parameters stay fp32 whatever the model dtype, as mamba_ssm keeps them.
+        self.A_log = nn.Parameter(torch.zeros(c.d_inner, c.d_state, dtype=torch.float32, device=device))
+        self.D = nn.Parameter(torch.ones(c.d_inner, dtype=torch.float32, device=device))
+        self.out_proj = nn.Linear(c.d_inner, c.d_model, bias=c.proj_bias, **kw)
+
+    def _ssm_inputs(self, x: torch.Tensor):
+        """x (conv output, [..., d_inner]) -> dt before bias and softplus (fp32), B, C."""
+        dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        if self.bcdt_rms_eps is not None:
+            dt, B, C = (rms_norm(t, None, self.bcdt_rms_eps) for t in (dt, B, C))
+        return F.linear(dt, self.dt_proj.weight).float(), B, C
+
+    def forward(self, h, state=None, scan_impl="auto"):
+        x, z = self.in_proj(h).split(self.d_inner, dim=-1)
+        x, conv_state = causal_conv1d(
+            x, self.conv1d.weight[:, 0], self.conv1d.bias, None if state is None else state.conv
+        )
+        x = x.to(h.dtype)
+        dt, B, C = self._ssm_inputs(x)
+        A = -torch.exp(self.A_log.float())
+        h0 = None if state is None else state.ssm
+        y, ssm_state = selective_scan(x, dt, A, B, C, self.D, z, h0, self.dt_proj.bias, True, impl=scan_impl)
+        return self.out_proj(y.to(h.dtype)), LayerState(conv_state.to(h.dtype), ssm_state)
+
+    def step(self, h, state):
+        x, z = self.in_proj(h).split(self.d_inner, dim=-1)
+        x, conv_state = causal_conv1d(x.unsqueeze(1), self.conv1d.weight[:, 0], self.conv1d.bias, state.conv)
+        x = x.squeeze(1).to(h.dtype)
+        dt, B, C = self._ssm_inputs(x)
+        A = -torch.exp(self.A_log.float())
+        y, ssm_state = selective_state_update(x, dt, A, B, C, self.D, z, state.ssm, self.dt_proj.bias, True)
+        return self.out_proj(y.to(h.dtype)), LayerState(conv_state.to(h.dtype), ssm_state.float())
+
+    @torch.no_grad()
+    def reset_parameters(self, generator, dt_min=1e-3, dt_max=0.1):
+        for lin in (self.in_proj, self.x_proj, self.out_proj):
+            bound = 1 / math.sqrt(lin.in_features)
+            lin.weight.uniform_(-bound, bound, generator=generator)
+            if lin.bias is not None:
+                lin.bias.zero_()
+        k = self.conv1d.weight.shape[-1]
+        self.conv1d.weight.uniform_(-1 / math.sqrt(k), 1 / math.sqrt(k), generator=generator)
+        if self.conv1d.bias is not None:
+            self.conv1d.bias.uniform_(-1 / math.sqrt(k), 1 / math.sqrt(k), generator=generator)
+        std = self.dt_rank**-0.5
+        self.dt_proj.weight.uniform_(-std, std, generator=generator)
+        u = torch.rand(self.d_inner, generator=generator, device=self.D.device)
+        dt = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=1e-4)
+        self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        self.A_log.copy_(torch.log(torch.arange(1, self.d_state + 1, dtype=torch.float32)).expand_as(self.A_log))
+        self.D.fill_(1.0)
+
+
+class Mamba1Adapter(ArchAdapter):
+    arch = "mamba1"
+    config_cls = Mamba1Config
+    hf_model_types = ("mamba", "falcon_mamba")
+    ssm_layers = ("Mamba1",)
+
+    def config_from_hf(self, cfg: dict[str, Any]) -> Mamba1Config:
+        r = ConfigReader(cfg, "config.json")
+        require_silu(r)
+        d_model = r.int("hidden_size")
+        falcon = cfg.get("model_type") == "falcon_mamba"
+        config = Mamba1Config(
+            d_model=d_model,
+            n_layer=r.int("num_hidden_layers"),
+            vocab_size=padded_vocab(r.int("vocab_size"), r.int("pad_vocab_size_multiple", 1)),
+            # transformers derives the width from expand and ignores intermediate_size
+            d_inner=r.int("expand", 2) * d_model,
+            d_state=r.int("state_size", 16),
+            d_conv=r.int("conv_kernel", 4),
+            dt_rank=r.rank("time_step_rank", d_model),
+            conv_bias=r.bool("use_conv_bias", True),
+            proj_bias=r.bool("use_bias", False),
+            norm_eps=r.float("layer_norm_epsilon", 1e-5),
+            residual_in_fp32=r.bool("residual_in_fp32", True),
+            tie_embeddings=r.bool("tie_word_embeddings", True),
+            bcdt_rms_eps=r.float("mixer_rms_eps", 1e-6) if falcon else None,
+        )
+        config.validate()
+        return config
+
+    def config_from_mamba_ssm(self, cfg, ssm_cfg) -> Mamba1Config:
+        r, s = ConfigReader(cfg, "config.json"), ConfigReader(ssm_cfg, "config.json ssm_cfg")
+        d_model = r.int("d_model")
+        config = Mamba1Config(
+            d_model=d_model,
+            n_layer=r.int("n_layer"),
+            vocab_size=padded_vocab(r.int("vocab_size"), r.int("pad_vocab_size_multiple", 8)),
+            d_inner=s.int("expand", 2) * d_model,
+            d_state=s.int("d_state", 16),
+            d_conv=s.int("d_conv", 4),
+            dt_rank=s.rank("dt_rank", d_model),
+            conv_bias=s.bool("conv_bias", True),
+            proj_bias=s.bool("bias", False),
+            norm_eps=r.float("norm_epsilon", 1e-5),
+            residual_in_fp32=r.bool("residual_in_fp32", True),
+            tie_embeddings=r.bool("tie_embeddings", True),
+        )
+        config.validate()
+        return config
+
+    def hf_config(self, config: Mamba1Config) -> dict[str, Any]:
+        falcon = config.bcdt_rms_eps is not None
+        out = {
+            "model_type": "falcon_mamba" if falcon else "mamba",
+            "architectures": ["FalconMambaForCausalLM" if falcon else "MambaForCausalLM"],
+            "vocab_size": config.vocab_size,
+            "hidden_size": config.d_model,
+            "state_size": config.d_state,
+            "num_hidden_layers": config.n_layer,
+            "expand": config.d_inner // config.d_model,
+            "intermediate_size": config.d_inner,
+            "conv_kernel": config.d_conv,
+            "time_step_rank": config.dt_rank,
+            "use_bias": config.proj_bias,
+            "use_conv_bias": config.conv_bias,
+            "layer_norm_epsilon": config.norm_eps,
+            "residual_in_fp32": config.residual_in_fp32,
+            "tie_word_embeddings": config.tie_embeddings,
+            "hidden_act": "silu",
+        }
+        if falcon:
+            out["mixer_rms_eps"] = config.bcdt_rms_eps
+        return out
+
+    def mamba_ssm_config(self, config: Mamba1Config) -> dict[str, Any]:
+        if config.bcdt_rms_eps is not None:
+            raise CheckpointError("FalconMamba has no mamba_ssm format; save it in Hugging Face format")
+        return {
+            "d_model": config.d_model,
+            "d_intermediate": 0,
+            "n_layer": config.n_layer,
+            "vocab_size": config.vocab_size,
+            "ssm_cfg": {
+                "layer": "Mamba1",
+                "d_state": config.d_state,
+                "d_conv": config.d_conv,
+                "expand": config.d_inner // config.d_model,
+                "dt_rank": config.dt_rank,
+                "conv_bias": config.conv_bias,
+                "bias": config.proj_bias,
+            },
+            "rms_norm": True,
+            "residual_in_fp32": config.residual_in_fp32,
+            "fused_add_norm": True,
+            "pad_vocab_size_multiple": 1,
+            "tie_embeddings": config.tie_embeddings,
+            "norm_epsilon": config.norm_eps,
+        }
+
+    def mixer(self, config, *, dtype, device):
+        return Mamba1Mixer(config, dtype=dtype, device=device)
+
+    def state_shapes(self, config, batch):
+        return (batch, config.d_conv - 1, config.conv_dim), (batch, config.d_inner, config.d_state)

@@ -143,7 +143,8 @@ def selective_scan_mamba_ssm(x, dt, A, B, C, D=None, z=None, h0=None, dt_bias=No
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
     except ImportError as exc:
         raise UnsupportedError("mamba_ssm is not installed (pip install 'jetmamba[gpu]')") from exc
-    t = lambda v: v.transpose(1, 2).contiguous()  # noqa: E731  [b, l, c] -> [b, c, l]
+    # [b, l, c] -> [b, c, l], fp32 throughout (the kernel wants u, delta and z in one dtype)
+    t = lambda v: v.float().transpose(1, 2).contiguous()  # noqa: E731
     y, h = selective_scan_fn(
         t(x), t(dt), A.float(), t(B), t(C), None if D is None else D.float(),
         None if z is None else t(z), None if dt_bias is None else dt_bias.float(),

@@ -6,6 +6,7 @@ import importlib
 
 import pytest
 import torch
+from scan_inputs import selective_scan_inputs as inputs
 from tolerances import assert_close
 
 from jetmamba.errors import UnsupportedError
@@ -15,15 +16,6 @@ ss = importlib.import_module("jetmamba.calibration.functional.selective_scan")
 # (batch, length, channels, states): L = 1 (decode), odd lengths, channel counts that are not a
 # multiple of the kernel's 32-wide block, and the state sizes of released checkpoints.
 SHAPES = [(1, 1, 8, 4), (2, 7, 40, 16), (3, 33, 70, 16), (1, 130, 96, 16), (2, 5, 33, 64)]
-
-
-def inputs(b, l, d, n, seed=0, dtype=torch.float32):
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)  # noqa: E731
-    return dict(
-        x=r(b, l, d), dt=r(b, l, d) - 1.0, A=-torch.rand(d, n, generator=g, dtype=dtype) * 8,
-        B=r(b, l, n), C=r(b, l, n), D=r(d), z=r(b, l, d), h0=r(b, d, n), dt_bias=r(d) * 0.5,
-    )  # fmt: skip
 
 
 def reference(kw):

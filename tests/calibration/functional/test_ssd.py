@@ -6,6 +6,7 @@ import importlib
 
 import pytest
 import torch
+from scan_inputs import ssd_inputs as inputs
 from tolerances import assert_close
 
 ssd = importlib.import_module("jetmamba.calibration.functional.ssd")
@@ -19,15 +20,6 @@ SHAPES = [
     (3, 65, 8, 16, 8, 32),
     (1, 130, 4, 64, 1, 64),
 ]
-
-
-def inputs(b, l, H, P, G, N, seed=0, dtype=torch.float32):
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)  # noqa: E731
-    return dict(
-        x=r(b, l, H, P), dt=torch.rand(b, l, H, generator=g, dtype=dtype) * 0.5,
-        A=-torch.rand(H, generator=g, dtype=dtype) * 4, B=r(b, l, G, N), C=r(b, l, G, N), D=r(H), h0=r(b, H, P, N),
-    )  # fmt: skip
 
 
 def reference(kw):

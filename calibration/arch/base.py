@@ -96,6 +96,34 @@ class Mixer(nn.Module):
         raise NotImplementedError
 
 
+# ---------------------------------------------------------------- initialisation helpers
+
+
+@torch.no_grad()
+def init_linear_(lin: nn.Linear, generator: torch.Generator) -> None:
+    """PyTorch's default Linear initialisation, seeded; biases zero."""
+    bound = 1 / math.sqrt(lin.in_features)
+    lin.weight.uniform_(-bound, bound, generator=generator)
+    if lin.bias is not None:
+        lin.bias.zero_()
+
+
+@torch.no_grad()
+def init_conv_(conv: nn.Conv1d, generator: torch.Generator) -> None:
+    """PyTorch's default depthwise Conv1d initialisation (fan-in = kernel width), seeded."""
+    bound = 1 / math.sqrt(conv.weight.shape[-1])
+    conv.weight.uniform_(-bound, bound, generator=generator)
+    if conv.bias is not None:
+        conv.bias.uniform_(-bound, bound, generator=generator)
+
+
+def dt_bias_init(n: int, generator: torch.Generator, device, dt_min: float = 1e-3, dt_max: float = 0.1):
+    """Biases whose softplus is a step log-uniform in [dt_min, dt_max] (Mamba's dt initialisation)."""
+    u = torch.rand(n, generator=generator, device=device)
+    dt = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=1e-4)
+    return dt + torch.log(-torch.expm1(-dt))  # inverse softplus
+
+
 class ArchAdapter:
     """One per architecture family; see the module docstring."""
 

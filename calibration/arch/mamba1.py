@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +13,9 @@ from jetmamba.calibration.arch.base import (
     LayerState,
     Mixer,
     ModelConfig,
+    dt_bias_init,
+    init_conv_,
+    init_linear_,
     padded_vocab,
     require_silu,
 )
@@ -88,21 +90,13 @@ class Mamba1Mixer(Mixer):
         return self.out_proj(y.to(h.dtype)), LayerState(conv_state.to(h.dtype), ssm_state.float())
 
     @torch.no_grad()
-    def reset_parameters(self, generator, dt_min=1e-3, dt_max=0.1):
+    def reset_parameters(self, generator):
         for lin in (self.in_proj, self.x_proj, self.out_proj):
-            bound = 1 / math.sqrt(lin.in_features)
-            lin.weight.uniform_(-bound, bound, generator=generator)
-            if lin.bias is not None:
-                lin.bias.zero_()
-        k = self.conv1d.weight.shape[-1]
-        self.conv1d.weight.uniform_(-1 / math.sqrt(k), 1 / math.sqrt(k), generator=generator)
-        if self.conv1d.bias is not None:
-            self.conv1d.bias.uniform_(-1 / math.sqrt(k), 1 / math.sqrt(k), generator=generator)
+            init_linear_(lin, generator)
+        init_conv_(self.conv1d, generator)
         std = self.dt_rank**-0.5
         self.dt_proj.weight.uniform_(-std, std, generator=generator)
-        u = torch.rand(self.d_inner, generator=generator, device=self.D.device)
-        dt = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=1e-4)
-        self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        self.dt_proj.bias.copy_(dt_bias_init(self.d_inner, generator, self.D.device))
         self.A_log.copy_(torch.log(torch.arange(1, self.d_state + 1, dtype=torch.float32)).expand_as(self.A_log))
         self.D.fill_(1.0)
 

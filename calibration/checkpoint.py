@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from jetmamba.atomic import atomic_directory
 from jetmamba.calibration.arch import ModelConfig, adapter_for, adapter_for_hf_model_type, adapter_for_ssm_layer
 from jetmamba.calibration.model import MambaLM
 from jetmamba.calibration.tokenizer import Tokenizer, load_tokenizer
@@ -35,8 +37,6 @@ from jetmamba.calibration.weights import (
     iter_tensors,
     read_tensor_infos,
 )
-
-from jetmamba.atomic import atomic_directory
 from jetmamba.errors import CheckpointError, UnsupportedError
 
 CONFIG_FILE = "config.json"

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
-from jetmamba.calibration.data import consecutive_windows
 
+from jetmamba.calibration.data import consecutive_windows
 from jetmamba.progress import progress
 
 

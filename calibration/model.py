@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from jetmamba.calibration.arch import LayerState, ModelConfig, adapter_for
 from jetmamba.calibration.arch.base import RMSNorm
-from torch import nn
 
 
 @dataclass

@@ -7,7 +7,6 @@ from typing import Any
 from jetmamba.calibration.arch.base import ArchAdapter, LayerState, Mixer, ModelConfig
 from jetmamba.calibration.arch.mamba1 import Mamba1Adapter, Mamba1Config
 from jetmamba.calibration.arch.mamba2 import Mamba2Adapter, Mamba2Config
-
 from jetmamba.errors import CheckpointError, UnsupportedError
 
 ADAPTERS: tuple[ArchAdapter, ...] = (Mamba1Adapter(), Mamba2Adapter())

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from jetmamba.calibration.functional import rms_norm
 from torch import nn
 
+from jetmamba.calibration.functional import rms_norm
 from jetmamba.errors import CheckpointError, UnsupportedError
 
 

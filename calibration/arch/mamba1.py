@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from jetmamba.calibration.arch.base import (
     ArchAdapter,
     ConfigReader,
@@ -20,8 +22,6 @@ from jetmamba.calibration.arch.base import (
     require_silu,
 )
 from jetmamba.calibration.functional import causal_conv1d, rms_norm, selective_scan, selective_state_update
-from torch import nn
-
 from jetmamba.errors import CheckpointError
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from jetmamba.calibration.arch.base import (
     ArchAdapter,
     ConfigReader,
@@ -21,8 +23,6 @@ from jetmamba.calibration.arch.base import (
     require_silu,
 )
 from jetmamba.calibration.functional import causal_conv1d, gated_rms_norm, ssd_scan, ssd_state_update
-from torch import nn
-
 from jetmamba.errors import CheckpointError, UnsupportedError
 
 

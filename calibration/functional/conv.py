@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from jetmamba.calibration.functional import _native
 
+from jetmamba.calibration.functional import _native
 from jetmamba.errors import UnsupportedError
 
 

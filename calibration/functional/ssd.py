@@ -25,8 +25,8 @@ gate and gated RMSNorm come after, outside the scan.
 from __future__ import annotations
 
 import torch
-from jetmamba.calibration.functional import _native
 
+from jetmamba.calibration.functional import _native
 from jetmamba.errors import UnsupportedError
 
 IMPLS = ("auto", "ref", "native", "chunked")

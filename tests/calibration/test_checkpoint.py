@@ -9,9 +9,9 @@ import struct
 import pytest
 import torch
 from hf_oracle import hf_logits, random_hf_model, save_random_checkpoint
-from jetmamba.calibration.checkpoint import load_model, open_checkpoint, save_checkpoint
 from tolerances import assert_close
 
+from jetmamba.calibration.checkpoint import load_model, open_checkpoint, save_checkpoint
 from jetmamba.errors import CheckpointError, JetmambaError, UnsupportedError
 
 pytest.importorskip("transformers")

@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
+
 from jetmamba.calibration.data import consecutive_windows, read_text, sample_windows, tokenize
 from jetmamba.calibration.tokenizer import ByteTokenizer
-
 from jetmamba.errors import DataError
 
 

@@ -7,11 +7,12 @@ import math
 import pytest
 import torch
 from hf_oracle import hf_classes, save_random_checkpoint
+from tolerances import PERPLEXITY_REL
+
 from jetmamba.calibration.checkpoint import load_model, save_checkpoint
 from jetmamba.calibration.data import read_text, tokenize
 from jetmamba.calibration.evaluate import perplexity
 from jetmamba.calibration.tokenizer import ByteTokenizer
-from tolerances import PERPLEXITY_REL
 
 
 class Uniform(torch.nn.Module):

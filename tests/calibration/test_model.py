@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from hf_oracle import RANDOM_CONFIGS, hf_logits, save_random_checkpoint
+from tolerances import assert_close
+
 from jetmamba.calibration.arch import Mamba1Config, Mamba2Config
 from jetmamba.calibration.checkpoint import load_model
 from jetmamba.calibration.model import MambaLM
-from tolerances import assert_close
 
 pytest.importorskip("transformers")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from jetmamba.calibration.tokenizer import ByteTokenizer, HFTokenizer, load_tokenizer
 
+from jetmamba.calibration.tokenizer import ByteTokenizer, HFTokenizer, load_tokenizer
 from jetmamba.errors import CheckpointError
 
 

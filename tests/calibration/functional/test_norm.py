@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from jetmamba.calibration.functional import gated_rms_norm, rms_norm
 from tolerances import assert_close
+
+from jetmamba.calibration.functional import gated_rms_norm, rms_norm
 
 
 def test_rms_norm_definition():

@@ -8,7 +8,6 @@ import os
 from jetmamba.calibration.arch import adapter_for
 from jetmamba.calibration.checkpoint import check_weights_match, expected_tensors, open_checkpoint
 from jetmamba.calibration.weights import read_tensor_infos
-
 from jetmamba.errors import CheckpointError
 
 

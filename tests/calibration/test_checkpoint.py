@@ -282,6 +282,7 @@ def test_corrupt_bin(tmp_path):
     assert "cannot be read as PyTorch weights" in _error(tmp_path)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickle_with_code_is_refused(tmp_path):
     """weights_only=True: a pickle that would run code on load is refused, not executed."""
     import os

@@ -38,6 +38,7 @@ from jetmamba.calibration.weights import (
     read_tensor_infos,
 )
 from jetmamba.errors import CheckpointError, UnsupportedError
+from jetmamba.progress import progress
 
 CONFIG_FILE = "config.json"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -218,27 +219,36 @@ def check_weights_match(
     return mapping
 
 
+def _counted(items, bar):
+    for item in items:
+        yield item
+        bar.update(1)
+
+
 def load_model(
     spec: str | os.PathLike | Checkpoint,
     *,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     scan_impl: str = "auto",
+    show_progress: bool = False,
 ) -> MambaLM:
     """Load a checkpoint into a :class:`MambaLM` (eval mode) in ``dtype`` on ``device``.
 
-    SSM parameters (A_log, D, dt_bias) stay fp32 whatever ``dtype`` is.
+    SSM parameters (A_log, D, dt_bias) stay fp32 whatever ``dtype`` is. ``show_progress`` shows
+    a bar over the tensors on stderr (on a terminal), for checkpoints that take a while.
     """
     ckpt = spec if isinstance(spec, Checkpoint) else open_checkpoint(spec)
     config = ckpt.config
     expected = expected_tensors(config)
     infos = read_tensor_infos(ckpt.weights)
+    bar = progress(total=len(expected), desc="loading weights", unit="tensor", disable=not show_progress)
     if infos is not None:  # safetensors: everything is checked before any data is read
         mapping = check_weights_match(expected, {k: v.shape for k, v in infos.items()}, config)
         wanted = set(mapping.values())
-        tensors = dict(iter_tensors(ckpt.weights, wanted))
+        tensors = dict(_counted(iter_tensors(ckpt.weights, wanted), bar))
     else:
-        tensors = dict(iter_tensors(ckpt.weights))
+        tensors = dict(_counted(iter_tensors(ckpt.weights), bar))
         mapping = check_weights_match(expected, {k: tuple(v.shape) for k, v in tensors.items()}, config)
     for key, t in tensors.items():
         if not t.is_floating_point():
@@ -249,6 +259,7 @@ def load_model(
     target = {k: v.dtype for k, v in model.state_dict().items()}
     state = {name: tensors[key].to(device=device, dtype=target[name]) for name, key in mapping.items()}
     model.load_state_dict(state, strict=True, assign=True)
+    bar.close()
     return model.eval().requires_grad_(False)
 
 

@@ -103,7 +103,7 @@ def _eval(args) -> int:
     ckpt = open_checkpoint(args.model)
     tokenizer = ckpt.tokenizer(args.tokenizer)
     tokens = tokenize(read_text(args.data), tokenizer, args.max_tokens)
-    model = load_model(ckpt, dtype=DTYPES[args.dtype], device=device)
+    model = load_model(ckpt, dtype=DTYPES[args.dtype], device=device, show_progress=not args.quiet)
     result = perplexity(model, tokens, args.seq_len, batch_size=args.batch_size, show_progress=not args.quiet)
     payload = {
         **result.to_dict(),

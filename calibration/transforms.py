@@ -1,0 +1,82 @@
+"""Function-preserving rewrites of the fp model: each returns a new MambaLM with the same logits.
+
+Maths is fp64 inside, the result is cast back to the model's dtype; tensors stay on the device
+they were on. The residual-stream rewrites touch only the projections every Mamba family has
+(embedding, ``in_proj`` input, ``out_proj`` output, final norm, LM head), so one implementation
+serves Mamba1 and Mamba2.
+
+- :func:`fuse_norms`: RMSNorm weights folded into the next projection (``in_proj``, LM head);
+  the norms become weightless, which is what makes the stream rotatable.
+- :func:`rotate_residual`: residual stream h -> h R for an orthogonal R.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import torch
+
+from jetmamba.calibration.model import MambaLM
+from jetmamba.errors import UnsupportedError
+
+
+def _set(param: torch.nn.Parameter, value: torch.Tensor) -> None:
+    with torch.no_grad():
+        param.copy_(value.to(param.dtype))
+
+
+def _untie(model: MambaLM) -> None:
+    """Give the model its own LM head (a copy of the embedding) so the two can be changed apart."""
+    if model.lm_head is None:
+        w = model.embedding.weight
+        model.lm_head = torch.nn.Linear(w.shape[1], w.shape[0], bias=False, dtype=w.dtype, device=w.device)
+        _set(model.lm_head.weight, w.detach().double())
+        model.config = dataclasses.replace(model.config, tie_embeddings=False)
+
+
+def norms_are_fused(model: MambaLM) -> bool:
+    ones = [b.norm.weight for b in model.layers] + [model.norm_f.weight]
+    return all(bool((w == 1).all()) for w in ones)
+
+
+def fuse_norms(model: MambaLM) -> MambaLM:
+    """in_proj.W <- in_proj.W diag(norm.w); lm_head.W <- lm_head.W diag(norm_f.w); norms <- 1.
+
+    Unties the LM head from the embedding (the embedding still feeds the unfused stream).
+    """
+    out = copy.deepcopy(model)
+    for block in out.layers:
+        w = block.norm.weight.detach().double()
+        _set(block.mixer.in_proj.weight, block.mixer.in_proj.weight.detach().double() * w)
+        _set(block.norm.weight, torch.ones_like(w))
+    _untie(out)
+    w = out.norm_f.weight.detach().double()
+    _set(out.lm_head.weight, out.lm_head.weight.detach().double() * w)
+    _set(out.norm_f.weight, torch.ones_like(w))
+    return out
+
+
+def rotate_residual(model: MambaLM, R: torch.Tensor) -> MambaLM:
+    """Rewrite the model so that its residual stream is h R (R orthogonal, d_model x d_model).
+
+    RMSNorm commutes with R only when it has no weight, so the norms must be fused first.
+    Embedding E <- E R; in_proj W <- W R; out_proj W <- R^T W, b <- b R; LM head W <- W R.
+    """
+    if not norms_are_fused(model):
+        raise UnsupportedError("rotate_residual needs weightless norms: apply fuse_norms first")
+    d = model.config.d_model
+    R = R.to(dtype=torch.float64, device=model.device)
+    if R.shape != (d, d) or not torch.allclose(R @ R.t(), torch.eye(d, dtype=R.dtype, device=R.device), atol=1e-8):
+        raise UnsupportedError(f"rotate_residual needs an orthogonal {d} x {d} matrix")
+    out = copy.deepcopy(model)
+    _untie(out)
+    _set(out.embedding.weight, out.embedding.weight.detach().double() @ R)
+    _set(out.lm_head.weight, out.lm_head.weight.detach().double() @ R)
+    for block in out.layers:
+        m = block.mixer
+        _set(m.in_proj.weight, m.in_proj.weight.detach().double() @ R)
+        _set(m.out_proj.weight, R.t() @ m.out_proj.weight.detach().double())
+        if m.out_proj.bias is not None:
+            _set(m.out_proj.bias, m.out_proj.bias.detach().double() @ R)
+    return out

@@ -1,0 +1,61 @@
+"""Every transform leaves the fp model's logits unchanged (fp32, max relative error <= 1e-4)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from jetmamba.calibration.checkpoint import load_model
+from jetmamba.calibration.hadamard import random_hadamard
+from jetmamba.calibration.transforms import fuse_norms, norms_are_fused, rotate_residual
+from jetmamba.errors import UnsupportedError
+
+REL = 1e-4  # the issue's bound: max |delta logit| / max |logit|
+
+
+def _check_same(a, b, ids):
+    with torch.no_grad():
+        la, lb = a(ids), b(ids)
+    assert float((la - lb).abs().max()) <= REL * float(la.abs().max())
+
+
+@pytest.fixture(params=["mamba1_fixture", "mamba2_fixture"])
+def model(request):
+    return load_model(request.getfixturevalue(request.param))
+
+
+IDS = torch.randint(0, 256, (2, 70), generator=torch.Generator().manual_seed(0))
+
+
+def test_fuse_norms(model):
+    fused = fuse_norms(model)
+    assert norms_are_fused(fused) and not norms_are_fused(model)
+    assert fused.lm_head is not None and not fused.config.tie_embeddings
+    _check_same(model, fused, IDS)
+
+
+@pytest.mark.parametrize("kind", ["hadamard", "random_orthogonal"])
+def test_rotate_residual(model, kind):
+    d = model.config.d_model
+    if kind == "hadamard":
+        R = random_hadamard(d, seed=0)
+    else:
+        R = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64, generator=torch.Generator().manual_seed(1)))[0]
+    rotated = rotate_residual(fuse_norms(model), R)
+    _check_same(model, rotated, IDS)
+    # the stream really is rotated: the embedding changed
+    assert not torch.allclose(rotated.embedding.weight, model.embedding.weight)
+
+
+def test_rotation_needs_fused_norms_and_orthogonal_matrix(model):
+    d = model.config.d_model
+    with pytest.raises(UnsupportedError, match="fuse_norms first"):
+        rotate_residual(model, torch.eye(d))
+    with pytest.raises(UnsupportedError, match="orthogonal"):
+        rotate_residual(fuse_norms(model), 2 * torch.eye(d))
+
+
+def test_transforms_do_not_modify_their_input(model):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rotate_residual(fuse_norms(model), random_hadamard(model.config.d_model, seed=2))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

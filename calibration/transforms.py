@@ -8,6 +8,7 @@ serves Mamba1 and Mamba2.
 - :func:`fuse_norms`: RMSNorm weights folded into the next projection (``in_proj``, LM head);
   the norms become weightless, which is what makes the stream rotatable.
 - :func:`rotate_residual`: residual stream h -> h R for an orthogonal R.
+- :func:`hadamard_before_out_proj`: an online Hadamard on out_proj's input, H^T fused into it.
 """
 
 from __future__ import annotations
@@ -79,4 +80,19 @@ def rotate_residual(model: MambaLM, R: torch.Tensor) -> MambaLM:
         _set(m.out_proj.weight, R.t() @ m.out_proj.weight.detach().double())
         if m.out_proj.bias is not None:
             _set(m.out_proj.bias, m.out_proj.bias.detach().double() @ R)
+    return out
+
+
+def hadamard_before_out_proj(model: MambaLM) -> MambaLM:
+    """Quamba's online Hadamard: out_proj's input y becomes y' = y H^T / sqrt(n) (computed online,
+    fused with its int8 quantization in the deployed graph) and out_proj W <- W H^T / sqrt(n)."""
+    from jetmamba.calibration.hadamard import hadamard_transform
+
+    out = copy.deepcopy(model)
+    for block in out.layers:
+        m = block.mixer
+        if m.out_hadamard:
+            raise UnsupportedError("out_proj already has a Hadamard fused")
+        _set(m.out_proj.weight, hadamard_transform(m.out_proj.weight.detach().double()))
+        m.out_hadamard = True
     return out

@@ -79,7 +79,21 @@ class RMSNorm(nn.Module):
 
 
 class Mixer(nn.Module):
-    """Interface of an architecture's mixer (the SSM half of a block)."""
+    """Interface of an architecture's mixer (the SSM half of a block).
+
+    ``out_hadamard``: when set (by :func:`~jetmamba.calibration.transforms.hadamard_before_out_proj`),
+    the input of ``out_proj`` is Hadamard-transformed online and ``out_proj`` holds H^T fused:
+    the function is unchanged, the int8 input of ``out_proj`` loses its outlier channels.
+    """
+
+    out_hadamard: bool = False
+
+    def rotate_out(self, y: torch.Tensor) -> torch.Tensor:
+        if not self.out_hadamard:
+            return y
+        from jetmamba.calibration.hadamard import hadamard_transform
+
+        return hadamard_transform(y.float()).to(y.dtype)
 
     def forward(
         self, h: torch.Tensor, state: LayerState | None = None, scan_impl: str = "auto"

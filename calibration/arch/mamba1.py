@@ -78,7 +78,7 @@ class Mamba1Mixer(Mixer):
         A = -torch.exp(self.A_log.float())
         h0 = None if state is None else state.ssm
         y, ssm_state = selective_scan(x, dt, A, B, C, self.D, z, h0, self.dt_proj.bias, True, impl=scan_impl)
-        return self.out_proj(y.to(h.dtype)), LayerState(conv_state.to(h.dtype), ssm_state)
+        return self.out_proj(self.rotate_out(y).to(h.dtype)), LayerState(conv_state.to(h.dtype), ssm_state)
 
     def step(self, h, state):
         x, z = self.in_proj(h).split(self.d_inner, dim=-1)
@@ -87,7 +87,7 @@ class Mamba1Mixer(Mixer):
         dt, B, C = self._ssm_inputs(x)
         A = -torch.exp(self.A_log.float())
         y, ssm_state = selective_state_update(x, dt, A, B, C, self.D, z, state.ssm, self.dt_proj.bias, True)
-        return self.out_proj(y.to(h.dtype)), LayerState(conv_state.to(h.dtype), ssm_state.float())
+        return self.out_proj(self.rotate_out(y).to(h.dtype)), LayerState(conv_state.to(h.dtype), ssm_state.float())
 
     @torch.no_grad()
     def reset_parameters(self, generator):

@@ -112,7 +112,7 @@ class Mamba2Mixer(Mixer):
             impl="chunked" if scan_impl == "parallel" else scan_impl,
         )
         y = self.norm(y.reshape(b, length, c.d_inner), z)
-        return self.out_proj(y.to(h.dtype)), LayerState(conv_state.to(h.dtype), ssm_state)
+        return self.out_proj(self.rotate_out(y).to(h.dtype)), LayerState(conv_state.to(h.dtype), ssm_state)
 
     def step(self, h, state):
         c = self.c
@@ -130,7 +130,7 @@ class Mamba2Mixer(Mixer):
             state.ssm,
         )
         y = self.norm(y.reshape(b, c.d_inner), z)
-        return self.out_proj(y.to(h.dtype)), LayerState(conv_state.to(h.dtype), ssm_state.float())
+        return self.out_proj(self.rotate_out(y).to(h.dtype)), LayerState(conv_state.to(h.dtype), ssm_state.float())
 
     @torch.no_grad()
     def reset_parameters(self, generator):

@@ -7,7 +7,7 @@ import torch
 
 from jetmamba.calibration.checkpoint import load_model
 from jetmamba.calibration.hadamard import random_hadamard
-from jetmamba.calibration.transforms import fuse_norms, norms_are_fused, rotate_residual
+from jetmamba.calibration.transforms import fuse_norms, hadamard_before_out_proj, norms_are_fused, rotate_residual
 from jetmamba.errors import UnsupportedError
 
 REL = 1e-4  # the bound: max |delta logit| / max |logit|
@@ -59,3 +59,23 @@ def test_transforms_do_not_modify_their_input(model):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rotate_residual(fuse_norms(model), random_hadamard(model.config.d_model, seed=2))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_hadamard_before_out_proj(model):
+    had = hadamard_before_out_proj(model)
+    assert all(b.mixer.out_hadamard for b in had.layers) and not model.layers[0].mixer.out_hadamard
+    _check_same(model, had, IDS)
+    # and the decode path applies it too
+    with torch.no_grad():
+        full = had(IDS[:, :9])
+        _, state = had.prefill(IDS[:, :8])
+        step, _ = had.step(IDS[:, 8], state)
+    torch.testing.assert_close(step, full[:, 8], atol=1e-4, rtol=0)
+    with pytest.raises(UnsupportedError, match="already"):
+        hadamard_before_out_proj(had)
+
+
+def test_all_transforms_compose(model):
+    d = model.config.d_model
+    out = hadamard_before_out_proj(rotate_residual(fuse_norms(model), random_hadamard(d, seed=5)))
+    _check_same(model, out, IDS)

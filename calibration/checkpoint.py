@@ -275,6 +275,11 @@ def save_checkpoint(model: MambaLM, directory: str | os.PathLike, *, format: str
     """
     from safetensors.torch import save_file
 
+    if any(block.mixer.out_hadamard for block in model.layers):
+        raise UnsupportedError(
+            "this model computes an online Hadamard before out_proj, which neither checkpoint format "
+            "can express; save it as a QuantizedModel instead"
+        )
     adapter = adapter_for(model.config)
     cfg = adapter.hf_config(model.config) if format == "hf" else None
     if format == "mamba_ssm":

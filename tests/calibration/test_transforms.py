@@ -79,3 +79,11 @@ def test_all_transforms_compose(model):
     d = model.config.d_model
     out = hadamard_before_out_proj(rotate_residual(fuse_norms(model), random_hadamard(d, seed=5)))
     _check_same(model, out, IDS)
+
+
+def test_checkpoint_formats_refuse_online_hadamard(model, tmp_path):
+    from jetmamba.calibration.checkpoint import save_checkpoint
+
+    with pytest.raises(UnsupportedError, match="online Hadamard"):
+        save_checkpoint(hadamard_before_out_proj(model), tmp_path / "x")
+    assert not (tmp_path / "x").exists()

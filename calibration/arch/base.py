@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -87,13 +88,22 @@ class Mixer(nn.Module):
     """
 
     out_hadamard: bool = False
+    # Calibration hook: called as observe(site, tensor) at every activation a quantized graph would
+    # quantize (the adapter's SITES); None, the default, costs nothing.
+    observe: Callable[[str, torch.Tensor], None] | None = None
+
+    def site(self, name: str, t: torch.Tensor) -> torch.Tensor:
+        if self.observe is not None:
+            self.observe(name, t)
+        return t
 
     def rotate_out(self, y: torch.Tensor) -> torch.Tensor:
-        if not self.out_hadamard:
-            return y
-        from jetmamba.calibration.hadamard import hadamard_transform
+        """out_proj's input: y, Hadamard-transformed when ``out_hadamard``; observed as ``out_proj.input``."""
+        if self.out_hadamard:
+            from jetmamba.calibration.hadamard import hadamard_transform
 
-        return hadamard_transform(y.float()).to(y.dtype)
+            y = hadamard_transform(y.float()).to(y.dtype)
+        return self.site("out_proj.input", y)
 
     def forward(
         self, h: torch.Tensor, state: LayerState | None = None, scan_impl: str = "auto"
@@ -144,6 +154,7 @@ class ArchAdapter:
     arch: str
     config_cls: type[ModelConfig]
     hf_model_types: tuple[str, ...]  # config.json "model_type" values it reads
+    sites: tuple[str, ...]  # the mixer's observation points, in the order the forward reaches them
     ssm_layers: tuple[str, ...]  # mamba_ssm ssm_cfg "layer" values it reads
 
     def config_from_hf(self, cfg: dict[str, Any]) -> ModelConfig:

@@ -66,14 +66,16 @@ class Mamba1Mixer(Mixer):
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         if self.bcdt_rms_eps is not None:
             dt, B, C = (rms_norm(t, None, self.bcdt_rms_eps) for t in (dt, B, C))
-        return F.linear(dt, self.dt_proj.weight).float(), B, C
+        dt, B, C = self.site("dt_r", dt), self.site("B", B), self.site("C", C)
+        return self.site("dt", F.linear(dt, self.dt_proj.weight).float()), B, C
 
     def forward(self, h, state=None, scan_impl="auto"):
-        x, z = self.in_proj(h).split(self.d_inner, dim=-1)
+        x, z = self.in_proj(self.site("in_proj.input", h)).split(self.d_inner, dim=-1)
+        x, z = self.site("x", x), self.site("z", z)
         x, conv_state = causal_conv1d(
             x, self.conv1d.weight[:, 0], self.conv1d.bias, None if state is None else state.conv
         )
-        x = x.to(h.dtype)
+        x = self.site("u", x.to(h.dtype))
         dt, B, C = self._ssm_inputs(x)
         A = -torch.exp(self.A_log.float())
         h0 = None if state is None else state.ssm
@@ -105,6 +107,9 @@ class Mamba1Adapter(ArchAdapter):
     arch = "mamba1"
     config_cls = Mamba1Config
     hf_model_types = ("mamba", "falcon_mamba")
+    # in_proj input; its outputs x and z; the conv output u (the SSM input); x_proj's dt_r, B, C;
+    # dt_proj's output dt (before bias and softplus); out_proj's input
+    sites = ("in_proj.input", "x", "z", "u", "dt_r", "B", "C", "dt", "out_proj.input")
     ssm_layers = ("Mamba1",)
 
     def config_from_hf(self, cfg: dict[str, Any]) -> Mamba1Config:

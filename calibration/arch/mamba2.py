@@ -95,12 +95,14 @@ class Mamba2Mixer(Mixer):
     def forward(self, h, state=None, scan_impl="auto"):
         c = self.c
         b, length, _ = h.shape
-        z, xbc, dt = self.in_proj(h).split([c.d_inner, c.conv_dim, c.n_heads], dim=-1)
+        z, xbc, dt = self.in_proj(self.site("in_proj.input", h)).split([c.d_inner, c.conv_dim, c.n_heads], dim=-1)
+        z, xbc, dt = self.site("z", z), self.site("xBC", xbc), self.site("dt", dt)
         xbc, conv_state = causal_conv1d(
             xbc, self.conv1d.weight[:, 0], self.conv1d.bias, None if state is None else state.conv
         )
         xbc = xbc.to(h.dtype)
         x, B, C = xbc.split([c.d_inner, c.n_groups * c.d_state, c.n_groups * c.d_state], dim=-1)
+        x, B, C = self.site("x", x), self.site("B", B), self.site("C", C)
         y, ssm_state = ssd_scan(
             x.view(b, length, c.n_heads, c.head_dim),
             self._dt(dt),
@@ -111,7 +113,7 @@ class Mamba2Mixer(Mixer):
             None if state is None else state.ssm,
             impl="chunked" if scan_impl == "parallel" else scan_impl,
         )
-        y = self.norm(y.reshape(b, length, c.d_inner), z)
+        y = self.norm(self.site("y", y.reshape(b, length, c.d_inner)), z)
         return self.out_proj(self.rotate_out(y).to(h.dtype)), LayerState(conv_state.to(h.dtype), ssm_state)
 
     def step(self, h, state):
@@ -161,6 +163,9 @@ class Mamba2Adapter(ArchAdapter):
     arch = "mamba2"
     config_cls = Mamba2Config
     hf_model_types = ("mamba2",)
+    # in_proj input; its outputs z, xBC (conv input) and dt; the conv outputs x, B, C; the SSD
+    # output y (before the gated norm); out_proj's input (after it)
+    sites = ("in_proj.input", "z", "xBC", "dt", "x", "B", "C", "y", "out_proj.input")
     ssm_layers = ("Mamba2",)
 
     def config_from_hf(self, cfg: dict[str, Any]) -> Mamba2Config:

@@ -145,3 +145,20 @@ def test_init_weights_is_seeded_and_trainable():
     m2 = MambaLM(cfg2).init_weights(0)
     m2(ids).sum().backward()
     assert m2.layers[0].mixer.A_log.grad is not None
+
+
+@pytest.mark.parametrize("fixture", ["mamba1_fixture", "mamba2_fixture"])
+def test_observation_sites(request, fixture):
+    """Every declared site is observed once per forward, with the tensor the forward uses."""
+    model = load_model(request.getfixturevalue(fixture))
+    seen = []
+    mixer = model.layers[1].mixer
+    mixer.observe = lambda name, t: seen.append((name, tuple(t.shape)))
+    ids = _ids(256, 2, 11)
+    with torch.no_grad():
+        observed = model(ids)
+    mixer.observe = None
+    assert [n for n, _ in seen] == list(model.adapter.sites)
+    assert all(shape[:2] == (2, 11) for _, shape in seen)
+    with torch.no_grad():
+        assert torch.equal(model(ids), observed)  # observing changes nothing

@@ -1,0 +1,81 @@
+"""Reference semantics of the jetmamba custom ops (int8 in or out), in PyTorch.
+
+Each op is defined as: dequantize its int8 inputs exactly, compute in fp32 with the fp model's
+own functions (the same maths the fp reference model was checked with against transformers),
+quantize its int8 outputs with ONNX QuantizeLinear semantics. The CUDA kernels, the ONNX
+function bodies and the QuantizedModel simulation all implement these. Shapes are time-major,
+``[b, l, channels]``; scales are op attributes (per tensor, or per channel where a spec says so).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from jetmamba.calibration.functional import causal_conv1d, rms_norm, selective_scan
+from jetmamba.calibration.hadamard import hadamard_transform
+from jetmamba.compiler.ops.quant import dequantize, quantize
+
+
+def _channel_scale(scale, n: int) -> torch.Tensor:
+    s = torch.as_tensor(scale, dtype=torch.float32).reshape(-1)
+    if s.numel() not in (1, n):
+        raise ValueError(f"a scale has {s.numel()} values for {n} channels")
+    return s
+
+
+def qlinear(x_q, x_scale, w_q, w_scale, bias=None):
+    """The int8 GEMM of the standard Q/DQ pattern: x_q [..., k] int8, w_q [n, k] int8 with per
+    output channel scales [n] (or one) -> fp32 [..., n] = (x_q w_q^T) x_scale w_scale + bias.
+    Integer products are accumulated in fp32 (exact below 2^24, as every int8 GEMM's int32 is)."""
+    acc = torch.nn.functional.linear(x_q.float(), w_q.float())
+    y = acc * (float(x_scale) * _channel_scale(w_scale, w_q.shape[0]).to(acc.device))
+    return y if bias is None else y + bias.float()
+
+
+def rms_norm_quant(x, residual, weight, *, eps: float, out_scale: float):
+    """jetmamba::RMSNormQuant. x, residual: [..., d] fp16/fp32 (residual optional, the residual
+    add fused); weight: [d]. r = x + residual (fp32, stored in x's dtype);
+    y = Q(rmsnorm(r) * weight, out_scale) int8. Returns (y, r)."""
+    r = x.float() if residual is None else x.float() + residual.float()
+    r = r.to(x.dtype)
+    return quantize(rms_norm(r.float(), weight.float(), eps), out_scale), r
+
+
+def causal_conv1d_quant(x, weight, bias, conv_state, *, x_scale: float, w_scale, out_scale: float):
+    """jetmamba::CausalConv1d (int8, SiLU fused). x: [b, l, c] int8; weight: [c, k] int8 with a
+    scale per channel [c] (or one); bias: [c] fp32 or None; conv_state: [b, k-1, c] int8, the
+    previous int8 inputs (zeros when None). y = Q(silu(conv(DQ(x), DQ(w)) + bias), out_scale).
+    Returns (y int8, new state int8 = the last k-1 inputs, exact)."""
+    b, l, c = x.shape
+    k = weight.shape[1]
+    if conv_state is None:
+        conv_state = torch.zeros(b, k - 1, c, dtype=torch.int8, device=x.device)
+    w = dequantize(weight, _channel_scale(w_scale, c).to(weight.device).expand(c), axis=0)
+    y, _ = causal_conv1d(
+        dequantize(x, x_scale), w, None if bias is None else bias.float(), dequantize(conv_state, x_scale)
+    )
+    return quantize(y, out_scale), torch.cat([conv_state, x], dim=1)[:, l:].clone()
+
+
+def selective_scan_quant(
+    u, dt, A, B, C, D, z, dt_bias, ssm_state,
+    *, u_scale: float, dt_scale: float, B_scale: float, C_scale: float, z_scale: float,
+    out_dtype: torch.dtype = torch.float16,
+):  # fmt: skip
+    """jetmamba::SelectiveScan (Mamba1). u, dt, z: [b, l, d] int8; B, C: [b, l, n] int8;
+    A: [d, n], D, dt_bias: [d] fp32; ssm_state: [b, d, n] (fp16 by default) or None.
+    fp32 maths: dt <- softplus(DQ(dt) + dt_bias), the scan, D skip, gate silu(DQ(z)).
+    Returns (y [b, l, d] in out_dtype, state in the state's dtype)."""
+    h0 = None if ssm_state is None else ssm_state.float()
+    y, h = selective_scan(
+        dequantize(u, u_scale), dequantize(dt, dt_scale), A.float(), dequantize(B, B_scale),
+        dequantize(C, C_scale), D.float(), dequantize(z, z_scale), h0, dt_bias.float(), True,
+    )  # fmt: skip
+    state_dtype = torch.float16 if ssm_state is None else ssm_state.dtype
+    return y.to(out_dtype), h.to(state_dtype)
+
+
+def hadamard_quant(x, *, out_scale: float):
+    """jetmamba::HadamardQuant. x: [..., n] fp16/fp32, n a supported Hadamard order;
+    y = Q(x H^T / sqrt(n), out_scale) int8 (H as in jetmamba.calibration.hadamard)."""
+    return quantize(hadamard_transform(x.float()), out_scale)

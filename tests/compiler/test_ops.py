@@ -1,0 +1,92 @@
+"""Op specs are consistent with their references, and the references mean what they say."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+from jetmamba.calibration.functional import selective_scan_ref
+from jetmamba.calibration.hadamard import hadamard_matrix
+from jetmamba.compiler.ops import OPSET
+from jetmamba.compiler.ops import reference as ref
+from jetmamba.compiler.ops.quant import dequantize, quantize, scale_for
+
+
+@pytest.mark.parametrize("name", list(OPSET))
+def test_spec_matches_reference_signature(name):
+    spec = OPSET[name]
+    params = inspect.signature(spec.reference).parameters
+    positional = [p for p, v in params.items() if v.kind is v.POSITIONAL_OR_KEYWORD]
+    keyword = [p for p, v in params.items() if v.kind is v.KEYWORD_ONLY]
+    assert [t.name.lower() for t in spec.inputs] == [p.lower() for p in positional]
+    assert {a.name for a in spec.attributes} <= set(keyword)
+    assert spec.qualified_name == f"jetmamba::{name}"
+
+
+def test_attribute_checks():
+    spec = OPSET["SelectiveScan"]
+    good = {f"{t}_scale": 0.1 for t in ("u", "dt", "B", "C", "z")}
+    assert spec.check_attributes(good) == good
+    with pytest.raises(ValueError, match="missing attribute z_scale"):
+        spec.check_attributes({k: v for k, v in good.items() if k != "z_scale"})
+    with pytest.raises(ValueError, match="u_scale: 0.0 is below"):
+        spec.check_attributes({**good, "u_scale": 0.0})
+    with pytest.raises(ValueError, match="not finite"):
+        spec.check_attributes({**good, "B_scale": float("inf")})
+    with pytest.raises(ValueError, match="unknown attributes"):
+        spec.check_attributes({**good, "colour": 1.0})
+
+
+def test_qlinear_is_the_dequantized_gemm():
+    g = torch.Generator().manual_seed(0)
+    x_q = torch.randint(-128, 128, (3, 5, 16), generator=g, dtype=torch.int8)
+    w_q = torch.randint(-128, 128, (7, 16), generator=g, dtype=torch.int8)
+    ws, b = torch.rand(7, generator=g) + 0.01, torch.randn(7, generator=g)
+    expected = dequantize(x_q, 0.02).double() @ dequantize(w_q, ws, axis=0).double().t() + b.double()
+    torch.testing.assert_close(ref.qlinear(x_q, 0.02, w_q, ws, b).double(), expected, rtol=1e-6, atol=1e-4)
+
+
+def test_rms_norm_quant_residual_and_output():
+    x, r, w = torch.randn(2, 3, 8).half(), torch.randn(2, 3, 8).half(), torch.rand(8) + 0.5
+    y, r_out = ref.rms_norm_quant(x, r, w, eps=1e-5, out_scale=0.05)
+    s = (x.float() + r.float()).half()
+    assert torch.equal(r_out, s) and y.dtype == torch.int8
+    n = s.float() * torch.rsqrt(s.float().pow(2).mean(-1, keepdim=True) + 1e-5) * w
+    assert torch.equal(y, quantize(n, 0.05))
+
+
+def test_conv_quant_state_is_exact_and_streams():
+    g = torch.Generator().manual_seed(1)
+    x_q = torch.randint(-128, 128, (2, 9, 6), generator=g, dtype=torch.int8)
+    w_q = torch.randint(-128, 128, (6, 4), generator=g, dtype=torch.int8)
+    kw = dict(x_scale=0.03, w_scale=torch.rand(6, generator=g).tolist(), out_scale=0.02)
+    full, full_state = ref.causal_conv1d_quant(x_q, w_q, None, None, **kw)
+    a, st = ref.causal_conv1d_quant(x_q[:, :2], w_q, None, None, **kw)
+    b, st = ref.causal_conv1d_quant(x_q[:, 2:], w_q, None, st, **kw)
+    assert torch.equal(torch.cat([a, b], 1), full) and torch.equal(st, full_state)
+    assert torch.equal(full_state, x_q[:, -3:])
+
+
+def test_selective_scan_quant_is_the_dequantized_scan():
+    g = torch.Generator().manual_seed(2)
+    b, l, d, n = 2, 7, 8, 4
+    q = lambda *s: torch.randint(-128, 128, s, generator=g, dtype=torch.int8)  # noqa: E731
+    u, dt, B, C, z = q(b, l, d), q(b, l, d), q(b, l, n), q(b, l, n), q(b, l, d)
+    A, D, bias = -torch.rand(d, n, generator=g) * 4, torch.randn(d, generator=g), torch.randn(d, generator=g)
+    sc = dict(u_scale=0.02, dt_scale=0.01, B_scale=0.03, C_scale=0.03, z_scale=0.02)
+    y, h = ref.selective_scan_quant(u, dt, A, B, C, D, z, bias, None, **sc, out_dtype=torch.float32)
+    y_ref, h_ref = selective_scan_ref(
+        (u.double() * 0.02), dt.double() * 0.01, A.double(), B.double() * 0.03, C.double() * 0.03,
+        D.double(), z.double() * 0.02, None, bias.double(), True,
+    )  # fmt: skip
+    torch.testing.assert_close(y.double(), y_ref, atol=1e-4, rtol=1e-4)
+    assert h.dtype == torch.float16
+
+
+def test_hadamard_quant():
+    x = torch.randn(3, 12)
+    y = ref.hadamard_quant(x, out_scale=float(scale_for(4.0)))
+    expected = quantize(x.double() @ hadamard_matrix(12).t() / 12**0.5, scale_for(4.0))
+    assert (y.int() - expected.int()).abs().max() <= 1  # fp32 vs fp64 rounding ties only

@@ -39,7 +39,7 @@ def perplexity(
 ) -> PerplexityResult:
     """Perplexity of ``model`` (anything mapping [b, l] ids to [b, l, vocab] logits) on ``tokens``."""
     windows = consecutive_windows(tokens, seq_len)
-    device = next(iter(model.parameters())).device if hasattr(model, "parameters") else "cpu"
+    device = getattr(model, "device", "cpu")
     total_nll = 0.0
     count = 0
     start = time.perf_counter()

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("JETMAMBA_SHARED", ROOT.parent / "shared"))
 
 # helpers shared by the tests (tolerances, the transformers oracle); tests import them by name.
 # pytest runs with --import-mode=importlib, so tests/ itself is not on sys.path and the folder
 # tests/jetmamba (the root package's tests) cannot shadow the real jetmamba package.
 sys.path.insert(0, str(Path(__file__).parent / "support"))
 
-
-def shared_path(*parts: str) -> Path:
-    p = SHARED.joinpath(*parts)
-    if not p.exists():
-        pytest.skip(f"{p} is absent: the shared fixtures (../shared beside the repository) are needed")
-    return p
+from shared import shared_path  # noqa: E402
 
 
 @pytest.fixture(scope="session")

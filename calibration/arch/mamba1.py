@@ -22,6 +22,9 @@ from jetmamba.calibration.arch.base import (
     require_silu,
 )
 from jetmamba.calibration.functional import causal_conv1d, rms_norm, selective_scan, selective_state_update
+from jetmamba.calibration.qlayers import QuantLinear, rtn_int8, scale_buffer
+from jetmamba.compiler.ops.quant import quantize
+from jetmamba.compiler.ops.reference import causal_conv1d_quant, hadamard_quant, selective_scan_quant
 from jetmamba.errors import CheckpointError
 
 
@@ -49,7 +52,7 @@ class Mamba1Mixer(Mixer):
     def __init__(self, config: Mamba1Config, *, dtype: torch.dtype, device=None):
         super().__init__()
         kw = {"dtype": dtype, "device": device}
-        c = config
+        c = self.c = config
         self.d_inner, self.d_state, self.dt_rank = c.d_inner, c.d_state, c.dt_rank
         self.bcdt_rms_eps = c.bcdt_rms_eps
         self.in_proj = nn.Linear(c.d_model, 2 * c.d_inner, bias=c.proj_bias, **kw)
@@ -101,6 +104,86 @@ class Mamba1Mixer(Mixer):
         self.dt_proj.bias.copy_(dt_bias_init(self.d_inner, generator, self.D.device))
         self.A_log.copy_(torch.log(torch.arange(1, self.d_state + 1, dtype=torch.float32)).expand_as(self.A_log))
         self.D.fill_(1.0)
+
+
+class QuantMamba1Mixer(nn.Module):
+    """The W8A8 Mamba1 mixer as the deployed graph computes it (Quamba's dataflow), from op references:
+
+    in_proj (int8 GEMM) -> x, z quantized -> CausalConv1d (int8, SiLU) -> u -> x_proj (int8 GEMM)
+    -> dt_r, B, C quantized -> dt_proj (int8 GEMM) -> dt quantized -> SelectiveScan (int8 in, fp16
+    out, gate fused) -> HadamardQuant (or a plain quantize) -> out_proj (int8 GEMM).
+
+    Activation scales are named after the fp mixer's observation sites (``<site>_scale``).
+    """
+
+    def __init__(self, config: Mamba1Config, *, act_dtype=torch.float16, state_dtype=torch.float16, device=None):
+        super().__init__()
+        c = self.c = config
+        self.act_dtype, self.state_dtype = act_dtype, state_dtype
+        self.in_proj = QuantLinear(c.d_model, 2 * c.d_inner, c.proj_bias, device)
+        self.register_buffer("conv_weight", torch.zeros(c.d_inner, c.d_conv, dtype=torch.int8, device=device))
+        self.register_buffer("conv_weight_scale", torch.ones(c.d_inner, device=device))
+        self.register_buffer("conv_bias", torch.zeros(c.d_inner, device=device) if c.conv_bias else None)
+        self.x_proj = QuantLinear(c.d_inner, c.dt_rank + 2 * c.d_state, False, device)
+        self.dt_proj = QuantLinear(c.dt_rank, c.d_inner, False, device)
+        self.register_buffer("dt_bias", torch.zeros(c.d_inner, device=device))
+        self.register_buffer("A_log", torch.zeros(c.d_inner, c.d_state, device=device))
+        self.register_buffer("D", torch.zeros(c.d_inner, device=device))
+        self.out_proj = QuantLinear(c.d_inner, c.d_model, c.proj_bias, device)
+        for site in ("x", "z", "u", "dt_r", "B", "C", "dt", "out_proj.input"):
+            scale_buffer(self, _scale_name(site))
+        self.out_hadamard = False
+
+    @classmethod
+    def from_fp(cls, fp: Mamba1Mixer, scales: dict[str, float], *, per_channel=True, **kw) -> QuantMamba1Mixer:
+        q = cls(fp.c, device=fp.D.device, **kw)
+        q.in_proj = QuantLinear.from_weight(fp.in_proj.weight, fp.in_proj.bias, per_channel)
+        q.conv_weight, q.conv_weight_scale = rtn_int8(fp.conv1d.weight[:, 0], per_channel)
+        if fp.conv1d.bias is not None:
+            q.conv_bias = fp.conv1d.bias.detach().float().clone()
+        q.x_proj = QuantLinear.from_weight(fp.x_proj.weight, None, per_channel)
+        q.dt_proj = QuantLinear.from_weight(fp.dt_proj.weight, None, per_channel)
+        q.dt_bias = fp.dt_proj.bias.detach().float().clone()
+        q.A_log, q.D = fp.A_log.detach().float().clone(), fp.D.detach().float().clone()
+        q.out_proj = QuantLinear.from_weight(fp.out_proj.weight, fp.out_proj.bias, per_channel)
+        for site, value in scales.items():
+            if site != "in_proj.input":
+                getattr(q, _scale_name(site)).fill_(float(value))
+        q.out_hadamard = fp.out_hadamard
+        return q
+
+    def init_state(self, batch: int, device=None) -> LayerState:
+        c = self.c
+        return LayerState(
+            torch.zeros(batch, c.d_conv - 1, c.d_inner, dtype=torch.int8, device=device),
+            torch.zeros(batch, c.d_inner, c.d_state, dtype=self.state_dtype, device=device),
+        )
+
+    def forward(self, x_q, x_scale, state):
+        c = self.c
+        x, z = self.in_proj(x_q, x_scale).split(c.d_inner, dim=-1)
+        x_q, z_q = quantize(x, self.x_scale), quantize(z, self.z_scale)
+        u_q, conv_state = causal_conv1d_quant(
+            x_q, self.conv_weight, self.conv_bias, state.conv,
+            x_scale=self.x_scale, w_scale=self.conv_weight_scale, out_scale=self.u_scale,
+        )  # fmt: skip
+        dt_r, B, C = self.x_proj(u_q, self.u_scale).split([c.dt_rank, c.d_state, c.d_state], dim=-1)
+        if c.bcdt_rms_eps is not None:
+            dt_r, B, C = (rms_norm(t, None, c.bcdt_rms_eps) for t in (dt_r, B, C))
+        dt = self.dt_proj(quantize(dt_r, self.dt_r_scale), self.dt_r_scale)
+        y, ssm_state = selective_scan_quant(
+            u_q, quantize(dt, self.dt_scale), -torch.exp(self.A_log), quantize(B, self.B_scale),
+            quantize(C, self.C_scale), self.D, z_q, self.dt_bias, state.ssm,
+            u_scale=self.u_scale, dt_scale=self.dt_scale, B_scale=self.B_scale, C_scale=self.C_scale,
+            z_scale=self.z_scale, out_dtype=self.act_dtype,
+        )  # fmt: skip
+        s = self.out_proj_input_scale
+        y_q = hadamard_quant(y, out_scale=s) if self.out_hadamard else quantize(y.float(), s)
+        return self.out_proj(y_q, s), LayerState(conv_state, ssm_state)
+
+
+def _scale_name(site: str) -> str:
+    return site.replace(".", "_") + "_scale"
 
 
 class Mamba1Adapter(ArchAdapter):
@@ -207,6 +290,14 @@ class Mamba1Adapter(ArchAdapter):
 
     def mixer(self, config, *, dtype, device):
         return Mamba1Mixer(config, dtype=dtype, device=device)
+
+    def quantized_mixer(self, config, recipe, *, act_dtype, device=None):
+        return QuantMamba1Mixer(config, act_dtype=act_dtype, device=device)
+
+    def quantize_mixer(self, fp_mixer, scales, recipe, *, act_dtype):
+        return QuantMamba1Mixer.from_fp(
+            fp_mixer, scales, per_channel=recipe["per_channel_weights"], act_dtype=act_dtype
+        )
 
     def state_shapes(self, config, batch):
         return (batch, config.d_conv - 1, config.conv_dim), (batch, config.d_inner, config.d_state)

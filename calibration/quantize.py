@@ -1,0 +1,124 @@
+"""fp model + recipe + calibration windows -> QuantizedModel.
+
+1. transform: the recipe's function-preserving rewrites (norm fusion, residual rotation, online
+   Hadamard before out_proj);
+2. calibrate: the calibration windows stream through the transformed fp model in batches, and an
+   observer per (layer, site) keeps the statistic its scale needs: max |x|, or the exact
+   alpha-percentile of |x| where the recipe clips. Memory does not grow with the number of
+   windows (one batch's activations plus each percentile's tail);
+3. quantize: weights to int8 by round-to-nearest, scales from the observers, assembled by each
+   layer's adapter into the quantized mixer.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from jetmamba.calibration.hadamard import random_hadamard
+from jetmamba.calibration.model import MambaLM
+from jetmamba.calibration.observers import AbsMax, Percentile
+from jetmamba.calibration.quantized import Provenance, QuantizedModel
+from jetmamba.calibration.recipes import Recipe
+from jetmamba.calibration.transforms import fuse_norms, hadamard_before_out_proj, rotate_residual
+from jetmamba.compiler.ops.quant import scale_for
+from jetmamba.errors import DataError
+from jetmamba.progress import progress
+
+
+def transform(model: MambaLM, recipe: Recipe) -> MambaLM:
+    """The recipe's function-preserving rewrites, in order; the input model is not modified."""
+    m = model
+    if recipe.fuse_norms or recipe.residual_rotation:
+        m = fuse_norms(m)
+    if recipe.residual_rotation == "hadamard":
+        m = rotate_residual(m, random_hadamard(m.config.d_model, seed=recipe.seed))
+    elif recipe.residual_rotation is not None:
+        raise ValueError(f"unknown residual rotation {recipe.residual_rotation!r}")
+    if recipe.out_hadamard:
+        m = hadamard_before_out_proj(m)
+    return m
+
+
+class _SiteStats:
+    """The observer of one activation site; a percentile observer is sized at its first update."""
+
+    def __init__(self, name: str, alpha: float | None, windows: int):
+        self.name, self.alpha, self.windows = name, alpha, windows
+        self.observer: AbsMax | Percentile | None = None if alpha is not None else AbsMax(name)
+
+    def update(self, x: torch.Tensor) -> None:
+        if self.observer is None:
+            per_window = x.numel() // x.shape[0]
+            self.observer = Percentile(self.alpha, per_window * self.windows, self.name)
+        self.observer.update(x)
+
+    def scale_and_saturation(self) -> tuple[float, int]:
+        if self.observer is None:
+            raise DataError(f"no data was observed at {self.name}")
+        scale = float(scale_for(self.observer.result()))
+        saturated = int((self.observer.top > 127.5 * scale).sum()) if isinstance(self.observer, Percentile) else 0
+        return scale, saturated
+
+
+@torch.inference_mode()
+def calibrate(
+    model: MambaLM, windows: torch.Tensor, recipe: Recipe, *, batch_size: int = 8, show_progress: bool = True
+) -> list[dict[str, _SiteStats]]:
+    """Observe every site of every layer over ``windows`` ([n, l] token ids)."""
+    stats = [
+        {site: _SiteStats(f"layers.{i}.mixer.{site}", recipe.percentile.get(site), windows.shape[0])
+         for site in model.adapter.sites}
+        for i in range(model.config.n_layer)
+    ]  # fmt: skip
+    for i, block in enumerate(model.layers):
+        block.mixer.observe = lambda site, t, s=stats[i]: s[site].update(t)
+    try:
+        with progress(total=windows.shape[0], desc="calibrating", unit="win", disable=not show_progress) as bar:
+            for start in range(0, windows.shape[0], batch_size):
+                batch = windows[start : start + batch_size].to(model.device)
+                model(batch)
+                bar.update(batch.shape[0])
+    finally:
+        for block in model.layers:
+            block.mixer.observe = None
+    return stats
+
+
+def quantize_model(
+    model: MambaLM,
+    recipe: Recipe,
+    windows: torch.Tensor,
+    *,
+    act_dtype: torch.dtype = torch.float16,
+    batch_size: int = 8,
+    show_progress: bool = True,
+    provenance: dict | None = None,
+) -> QuantizedModel:
+    """Transform, calibrate on ``windows`` and quantize ``model`` (fp32) with ``recipe``."""
+    start = time.perf_counter()
+    if windows.numel() == 0:
+        raise DataError("no calibration windows")
+    fp = transform(model.float(), recipe)
+    stats = calibrate(fp, windows, recipe, batch_size=batch_size, show_progress=show_progress)
+    q = QuantizedModel(fp.config, recipe.to_dict(), act_dtype=act_dtype, device=fp.device)
+    q.embedding = fp.embedding.weight.detach().float().clone()
+    q.lm_head = fp.lm_head_weight.detach().float().clone()
+    q.norm_f_weight = fp.norm_f.weight.detach().float().clone()
+    saturation = {}
+    for i, (block, qblock) in enumerate(zip(fp.layers, q.layers, strict=True)):
+        scales = {}
+        for site, s in stats[i].items():
+            scales[site], saturated = s.scale_and_saturation()
+            if saturated:
+                saturation[s.name] = saturated
+        qblock.norm_weight = block.norm.weight.detach().float().clone()
+        qblock.in_scale.fill_(scales["in_proj.input"])
+        qblock.mixer = fp.adapter.quantize_mixer(block.mixer, scales, recipe.to_dict(), act_dtype=act_dtype)
+    q.provenance = Provenance(
+        calibration={"windows": int(windows.shape[0]), "seq_len": int(windows.shape[1]), **(provenance or {})},
+        saturation=saturation,
+        seconds=time.perf_counter() - start,
+    )
+    return q

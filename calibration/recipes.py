@@ -1,0 +1,62 @@
+"""Quantization recipes: named, typed, saved with every QuantizedModel.
+
+A recipe says which function-preserving transforms run, which activation sites are clipped at a
+percentile instead of their calibration max, and how weights are scaled. Which tensors are int8
+is the quantized mixer's dataflow (the deployed graph's), the same for every recipe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from jetmamba.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    archs: tuple[str, ...]  # architectures it applies to
+    fuse_norms: bool = False
+    residual_rotation: str | None = None  # None | "hadamard"
+    out_hadamard: bool = False  # online Hadamard before out_proj, H^T fused into it
+    per_channel_weights: bool = True  # False: one scale per weight matrix
+    percentile: dict[str, float] = field(default_factory=dict)  # site -> alpha (others: calibration max)
+    seed: int = 0  # random signs of rotations
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in (
+        Recipe(
+            "w8a8-naive",
+            "per-tensor static RTN of weights and activations, no transforms: the baseline every paper beats",
+            archs=("mamba1",),
+            per_channel_weights=False,
+        ),
+        Recipe(
+            "w8a8-quamba",
+            "Quamba: norms fused, residual stream Hadamard-rotated, SSM input u clipped at the 99.95th "
+            "percentile, online Hadamard before out_proj; per-channel weights, per-tensor static activations",
+            archs=("mamba1",),
+            fuse_norms=True,
+            residual_rotation="hadamard",
+            out_hadamard=True,
+            percentile={"u": 0.9995},
+        ),
+    )
+}
+
+
+def get_recipe(name: str, arch: str) -> Recipe:
+    if name not in RECIPES:
+        raise UsageError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
+    recipe = RECIPES[name]
+    if arch not in recipe.archs:
+        raise UsageError(f"recipe {name} does not apply to {arch} models (it is for {', '.join(recipe.archs)})")
+    return recipe

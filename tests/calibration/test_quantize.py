@@ -1,0 +1,122 @@
+"""QuantizedModel: recipes meet their accuracy bounds, survive a save/load, decode like they prefill."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+from jetmamba.calibration.checkpoint import load_model
+from jetmamba.calibration.data import read_text, sample_windows, tokenize
+from jetmamba.calibration.evaluate import perplexity
+from jetmamba.calibration.quantize import quantize_model, transform
+from jetmamba.calibration.quantized import QuantizedModel
+from jetmamba.calibration.recipes import RECIPES, get_recipe
+from jetmamba.calibration.tokenizer import ByteTokenizer
+from jetmamba.errors import CheckpointError, UsageError
+
+BOUND = 0.03  # tests assert every recipe but naive within 3 % of fp32 perplexity (docs record the figures)
+
+
+@pytest.fixture(scope="module")
+def data():
+    from shared import shared_path
+
+    tok = ByteTokenizer()
+    calib = tokenize(read_text(shared_path("data", "wikitext2-valid.txt")), tok)
+    test = tokenize(read_text(shared_path("data", "wikitext2-test.txt")), tok, max_tokens=16384)
+    return sample_windows(calib, 24, 512, seed=0), test
+
+
+@pytest.fixture(scope="module")
+def mamba1(mamba1_fixture):
+    return load_model(mamba1_fixture)
+
+
+def _rel(q, fp, test):
+    base = perplexity(fp, test, 512, show_progress=False).perplexity
+    return perplexity(q, test, 512, show_progress=False).perplexity / base - 1
+
+
+@pytest.fixture(scope="module")
+def quamba(mamba1, data):
+    return quantize_model(mamba1, RECIPES["w8a8-quamba"], data[0], show_progress=False)
+
+
+def test_quamba_within_bound(quamba, mamba1, data):
+    assert abs(_rel(quamba, mamba1, data[1])) <= BOUND
+
+
+def test_naive_runs_and_is_worse_than_quamba(quamba, mamba1, data):
+    naive = quantize_model(mamba1, RECIPES["w8a8-naive"], data[0], show_progress=False)
+    assert _rel(naive, mamba1, data[1]) > _rel(quamba, mamba1, data[1])
+
+
+def test_transforms_of_every_recipe_preserve_the_function(mamba1):
+    ids = torch.randint(0, 256, (1, 64), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = mamba1(ids)
+        for recipe in RECIPES.values():
+            out = transform(mamba1, recipe)(ids)
+            assert float((out - ref).abs().max()) <= 1e-4 * float(ref.abs().max()), recipe.name
+
+
+def test_save_load_roundtrip(quamba, tmp_path):
+    quamba.save(tmp_path / "q")
+    manifest = json.loads((tmp_path / "q" / "quantized.json").read_text())
+    assert manifest["recipe"]["name"] == "w8a8-quamba" and manifest["provenance"]["calibration"]["windows"] == 24
+    loaded = QuantizedModel.load(tmp_path / "q")
+    ids = torch.randint(0, 256, (2, 33), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(loaded(ids), quamba(ids))
+    assert loaded.layers[0].mixer.x_proj.weight.dtype == torch.int8
+
+
+def test_load_refuses_what_is_not_a_quantized_model(quamba, tmp_path, mamba1_fixture):
+    with pytest.raises(CheckpointError, match="not a QuantizedModel"):
+        QuantizedModel.load(mamba1_fixture)
+    quamba.save(tmp_path / "q")
+    m = json.loads((tmp_path / "q" / "quantized.json").read_text())
+    m["config"]["d_state"] = 8
+    (tmp_path / "q" / "quantized.json").write_text(json.dumps(m))
+    with pytest.raises(CheckpointError, match="do not match"):
+        QuantizedModel.load(tmp_path / "q")
+
+
+def test_decode_equals_prefill(quamba):
+    """prefill + single steps through the same int8 ops; the fp16 SSM state is the only rounding."""
+    ids = torch.randint(0, 256, (2, 40), generator=torch.Generator().manual_seed(2))
+    full = quamba(ids)
+    logits, state = quamba.prefill(ids[:, :24])
+    worst = float((logits - full[:, :24]).abs().max())
+    for t in range(24, 40):
+        step, state = quamba.step(ids[:, t], state)
+        worst = max(worst, float((step - full[:, t]).abs().max()))
+    assert worst < 0.05 * float(full.abs().max())
+
+
+def test_recipe_lookup_errors():
+    with pytest.raises(UsageError, match="unknown recipe"):
+        get_recipe("w3a3-magic", "mamba1")
+    with pytest.raises(UsageError, match="does not apply to mamba2"):
+        get_recipe("w8a8-quamba", "mamba2")
+
+
+def test_outlier_channels_hard_case(mamba1, data):
+    """A function-preserving variant with outlier channels: norm weights x50..x100 on a few channels,
+    matching in_proj columns divided. Naive per-tensor int8 must break (> 10 %), Quamba must not."""
+    hard = copy.deepcopy(mamba1)
+    factors = torch.tensor([50.0, 70.0, 100.0])
+    with torch.no_grad():
+        for block in hard.layers:
+            ch = torch.tensor([3, 77, 150])
+            block.norm.weight[ch] *= factors
+            block.mixer.in_proj.weight[:, ch] /= factors
+    ids = torch.randint(0, 256, (1, 64))
+    with torch.no_grad():
+        assert float((hard(ids) - mamba1(ids)).abs().max()) < 1e-3  # the fp model is unchanged
+    naive = quantize_model(hard, RECIPES["w8a8-naive"], data[0], show_progress=False)
+    quamba = quantize_model(hard, RECIPES["w8a8-quamba"], data[0], show_progress=False)
+    assert _rel(naive, hard, data[1]) > 0.10
+    assert abs(_rel(quamba, hard, data[1])) <= BOUND

@@ -23,6 +23,7 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
+        _normal_permissions(tmp)
         old = None
         if target.exists():
             old = target.with_name(f".{target.name}.{os.getpid()}.old")
@@ -33,3 +34,13 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _normal_permissions(root: Path) -> None:
+    """mkdtemp makes 0700 directories and some writers 0600 files; an artifact gets what the
+    user's umask gives any new file (0755 / 0644 with the usual umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [root, *root.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)

@@ -29,3 +29,19 @@ def test_failure_keeps_previous_and_leaves_nothing(tmp_path, exc):
             raise exc()
     assert [p.name for p in target.iterdir()] == ["old"]
     assert [p.name for p in tmp_path.iterdir()] == ["art"]
+
+
+def test_permissions_follow_the_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        with atomic_directory(tmp_path / "art") as tmp:
+            f = tmp / "f"
+            f.write_text("x")
+            f.chmod(0o600)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "art").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "art" / "f").stat().st_mode) == 0o644

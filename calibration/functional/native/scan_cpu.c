@@ -154,14 +154,19 @@ static int scan1_item(const jm_scan1_args *a, int64_t b, int64_t d_begin, int64_
             const float *Bp = a->B + b * a->B_bs + t * a->B_ts;
             const float *Cp = a->C + b * a->C_bs + t * a->C_ts;
             float dv[JM_W], dx[JM_W], acc[JM_W];
+            /* padded loads first, then unconditional loops the compiler vectorizes (a softplus per
+             * channel and step is otherwise as costly as the scan itself); padding lanes have
+             * x = 0 and A = 0, so their state stays 0 whatever their dt is */
             for (int64_t i = 0; i < JM_W; ++i) {
-                float d = i < nd ? dtp[i] + (a->dt_bias != NULL ? a->dt_bias[d0 + i] : 0.0f) : 0.0f;
-                if (a->dt_softplus)
-                    d = i < nd ? jm_softplusf(d) : 0.0f;
-                dv[i] = d;
-                dx[i] = i < nd ? d * xp[i] : 0.0f;
+                dv[i] = i < nd ? dtp[i] + (a->dt_bias != NULL ? a->dt_bias[d0 + i] : 0.0f) : 0.0f;
+                dx[i] = i < nd ? xp[i] : 0.0f;
                 acc[i] = 0.0f;
             }
+            if (a->dt_softplus)
+                for (int64_t i = 0; i < JM_W; ++i)
+                    dv[i] = jm_softplusf(dv[i]);
+            for (int64_t i = 0; i < JM_W; ++i)
+                dx[i] *= dv[i];
             for (int64_t n = 0; n < N; ++n) {
                 const float bn = Bp[n], cn = Cp[n];
                 float *hn = hl + n * JM_W;

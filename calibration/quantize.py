@@ -122,3 +122,20 @@ def quantize_model(
         seconds=time.perf_counter() - start,
     )
     return q
+
+
+@torch.inference_mode()
+def self_calibration_windows(model: MambaLM, count: int, length: int, seed: int = 0) -> torch.Tensor:
+    """[count, length] token windows sampled from the model itself (temperature 1, seeded), for
+    users without calibration text: each window starts from a random token and is continued by
+    the model, all windows in one batch through the state API."""
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, model.config.vocab_size, (count,), generator=g)
+    out = [tokens]
+    logits, state = model.prefill(tokens[:, None].to(model.device))
+    for _ in range(length - 1):
+        probs = torch.softmax(logits[:, -1].float().cpu() if logits.ndim == 3 else logits.float().cpu(), -1)
+        tokens = torch.multinomial(probs, 1, generator=g).squeeze(-1)
+        out.append(tokens)
+        logits, state = model.step(tokens.to(model.device), state)
+    return torch.stack(out, dim=1)

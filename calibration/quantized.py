@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,8 +129,9 @@ class QuantizedModel(nn.Module):
 
     # ---------------------------------------------------------------- save / load
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write the model as ``tensors.safetensors`` + ``quantized.json`` (atomically)."""
+    def save(self, directory: str | os.PathLike, *, tokenizer_file: Path | None = None) -> Path:
+        """Write the model as ``tensors.safetensors`` + ``quantized.json`` (atomically), with the
+        source checkpoint's ``tokenizer.json`` when it has one, so the directory is self-contained."""
         from safetensors.torch import save_file
 
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
@@ -146,6 +148,8 @@ class QuantizedModel(nn.Module):
         }
         with atomic_directory(directory) as tmp:
             save_file(tensors, str(tmp / TENSORS), metadata={"format": FORMAT})
+            if tokenizer_file is not None:
+                shutil.copyfile(tokenizer_file, tmp / "tokenizer.json")
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         return Path(directory)
 
@@ -181,3 +185,7 @@ class QuantizedModel(nn.Module):
             raise CheckpointError(f"{d / TENSORS}: tensors do not match the manifest's model ({', '.join(bad[:4])})")
         model.load_state_dict(load_file(str(d / TENSORS), device=str(device)), strict=True)
         return model
+
+
+def is_quantized_model(directory: str | os.PathLike) -> bool:
+    return (Path(directory) / MANIFEST).is_file()

@@ -31,11 +31,9 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--model", required=True, metavar="DIR",
-        help="checkpoint directory (Hugging Face or mamba_ssm format), or a hub id already in the local HF cache",
-    )  # fmt: skip
+def _add_model_args(p: argparse.ArgumentParser, quantized: bool = False) -> None:
+    what = "checkpoint directory (Hugging Face or mamba_ssm format), or a hub id already in the local HF cache"
+    p.add_argument("--model", required=True, metavar="DIR", help=what + (", or a QuantizedModel" if quantized else ""))
     p.add_argument("--tokenizer", metavar="PATH", help="tokenizer.json (or its directory) when the checkpoint has none")
 
 
@@ -78,7 +76,10 @@ def _eval_args(p):
     p.add_argument("--seq-len", type=_int_at_least(2), default=2048, help="window length in tokens (default 2048)")
     p.add_argument("--max-tokens", type=_int_at_least(2), help="use only the first N tokens of the data")
     p.add_argument("--batch-size", type=_int_at_least(1), default=1, help="windows per forward pass (default 1)")
-    p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32", help="compute dtype (default fp32)")
+    p.add_argument(
+        "--dtype", choices=("fp32", "fp16", "bf16"), default="fp32",
+        help="compute dtype of an fp checkpoint (default fp32; a QuantizedModel runs as it was saved)",
+    )  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     _add_output_args(p)
 
@@ -94,33 +95,201 @@ def _device(name: str):
         raise UsageError(f"--device {name}: not a device (cpu, cuda, cuda:N)") from None
 
 
+def _load_for_eval(args, device):
+    """An fp checkpoint or a QuantizedModel directory -> (model, tokenizer, path, arch, kind)."""
+    from jetmamba.calibration.checkpoint import DTYPES, load_model, open_checkpoint, resolve_model_dir
+    from jetmamba.calibration.quantized import QuantizedModel, is_quantized_model
+    from jetmamba.calibration.tokenizer import load_tokenizer
+
+    path = resolve_model_dir(args.model)
+    if is_quantized_model(path):
+        model = QuantizedModel.load(path, device=device)
+        tokenizer = load_tokenizer(path, model.config.vocab_size, args.tokenizer)
+        return model, tokenizer, path, model.config.arch, model.recipe["name"]
+    ckpt = open_checkpoint(path)
+    tokenizer = ckpt.tokenizer(args.tokenizer)
+    model = load_model(ckpt, dtype=DTYPES[args.dtype], device=device, show_progress=not args.quiet)
+    return model, tokenizer, ckpt.path, ckpt.config.arch, args.dtype
+
+
 def _eval(args) -> int:
-    from jetmamba.calibration.checkpoint import DTYPES, load_model, open_checkpoint
     from jetmamba.calibration.data import read_text, tokenize
     from jetmamba.calibration.evaluate import perplexity
 
     device = _device(args.device)
-    ckpt = open_checkpoint(args.model)
-    tokenizer = ckpt.tokenizer(args.tokenizer)
+    model, tokenizer, path, arch, kind = _load_for_eval(args, device)
     tokens = tokenize(read_text(args.data), tokenizer, args.max_tokens)
-    model = load_model(ckpt, dtype=DTYPES[args.dtype], device=device, show_progress=not args.quiet)
     result = perplexity(model, tokens, args.seq_len, batch_size=args.batch_size, show_progress=not args.quiet)
     payload = {
         **result.to_dict(),
-        "model": str(ckpt.path),
-        "arch": ckpt.config.arch,
+        "model": str(path),
+        "arch": arch,
+        "precision": kind,
         "data": args.data,
         "tokenizer": tokenizer.name,
-        "dtype": args.dtype,
         "device": str(device),
     }
     rate = result.tokens / result.seconds if result.seconds > 0 else float("nan")
     text = (
-        f"perplexity {result.perplexity:.4f}  ({ckpt.path.name}, {args.data})\n"
+        f"perplexity {result.perplexity:.4f}  ({path.name}, {args.data})\n"
         f"  {result.windows} windows x {result.seq_len} tokens = {result.tokens} tokens "
-        f"({result.predictions} predictions), {args.dtype} on {device}, {result.seconds:.1f} s ({rate:,.0f} tokens/s)"
+        f"({result.predictions} predictions), {kind} on {device}, {result.seconds:.1f} s ({rate:,.0f} tokens/s)"
     )
     _emit(args, payload, text)
+    return 0
+
+
+# ---------------------------------------------------------------- quantize
+
+
+def _calib_args(p):
+    p.add_argument(
+        "--calib", required=True, metavar="PATH|self",
+        help="calibration text (file, .jsonl, directory), or 'self': text sampled from the model itself",
+    )  # fmt: skip
+    p.add_argument("--samples", type=_int_at_least(1), default=512, help="calibration windows (default 512)")
+    p.add_argument("--calib-seq-len", type=_int_at_least(2), default=512, help="tokens per window (default 512)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the window sampling (default 0)")
+    p.add_argument("--batch-size", type=_int_at_least(1), default=8, help="windows per calibration pass (default 8)")
+
+
+def _quantize_args(p):
+    from jetmamba.calibration.recipes import RECIPES
+
+    _add_model_args(p)
+    p.add_argument(
+        "--recipe", required=True, help="one of: " + "; ".join(f"{k} ({r.description})" for k, r in RECIPES.items())
+    )
+    _calib_args(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="QuantizedModel directory to write")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    _add_output_args(p)
+
+
+def _calibration_windows(args, model, tokenizer):
+    from jetmamba.calibration.data import read_text, sample_windows, tokenize
+    from jetmamba.calibration.quantize import self_calibration_windows
+
+    if args.calib == "self":
+        return self_calibration_windows(model, args.samples, args.calib_seq_len, args.seed), {"data": "self"}
+    tokens = tokenize(read_text(args.calib), tokenizer)
+    return sample_windows(tokens, args.samples, args.calib_seq_len, args.seed), {"data": args.calib}
+
+
+def _quantize_one(args, ckpt, model, recipe_name, windows, calib_info):
+    from jetmamba.calibration.quantize import quantize_model
+    from jetmamba.calibration.recipes import get_recipe
+
+    recipe = get_recipe(recipe_name, ckpt.config.arch)
+    info = {**calib_info, "samples": args.samples, "seq_len": args.calib_seq_len, "seed": args.seed}
+    q = quantize_model(
+        model, recipe, windows, batch_size=args.batch_size, show_progress=not args.quiet, provenance=info
+    )
+    q.provenance.source = str(ckpt.path)
+    return q
+
+
+def _quantize(args) -> int:
+    from pathlib import Path
+
+    from jetmamba.calibration.checkpoint import load_model, open_checkpoint
+    from jetmamba.calibration.recipes import get_recipe
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise UsageError(f"--out {out} exists; pass --force to replace it")
+    ckpt = open_checkpoint(args.model)
+    if out.resolve() == ckpt.path.resolve():
+        raise UsageError("--out must not be the checkpoint directory itself")
+    get_recipe(args.recipe, ckpt.config.arch)  # refuse a bad recipe before any work
+    tokenizer = ckpt.tokenizer(args.tokenizer)
+    model = load_model(ckpt, show_progress=not args.quiet)
+    windows, calib_info = _calibration_windows(args, model, tokenizer)
+    q = _quantize_one(args, ckpt, model, args.recipe, windows, calib_info)
+    tok_file = ckpt.path / "tokenizer.json"
+    q.save(out, tokenizer_file=tok_file if tok_file.is_file() else None)
+    sat = q.provenance.saturation
+    payload = {
+        "out": str(out),
+        "model": str(ckpt.path),
+        "recipe": args.recipe,
+        "seconds": q.provenance.seconds,
+        "weight_bytes": q.weight_bytes(),
+        "fp16_weight_bytes": 2 * model.num_parameters(),
+        "calibration": q.provenance.calibration,
+        "saturation": sat,
+    }
+    worst = sorted(sat.items(), key=lambda kv: -kv[1])[:3]
+    text = "\n".join(
+        [
+            f"quantized {ckpt.path.name} with {args.recipe} -> {out}  ({q.provenance.seconds:.1f} s)",
+            f"  calibration  {windows.shape[0]} windows x {windows.shape[1]} tokens of {calib_info['data']} "
+            f"(seed {args.seed})",
+            f"  weights      {q.weight_bytes() / 1e6:.2f} MB (fp16: {2 * model.num_parameters() / 1e6:.2f} MB)",
+            f"  saturation   {sum(sat.values())} calibration values clipped to int8 at {len(sat)} tensors"
+            + (": " + ", ".join(f"{k} {v}" for k, v in worst) if worst else ""),
+        ]
+    )
+    _emit(args, payload, text)
+    return 0
+
+
+# ---------------------------------------------------------------- compare
+
+
+def _compare_args(p):
+    _add_model_args(p)
+    p.add_argument("--data", required=True, metavar="PATH", help="evaluation text (never the calibration text)")
+    p.add_argument("--recipes", help="comma-separated recipes (default: every recipe for the model's architecture)")
+    _calib_args(p)
+    p.add_argument("--seq-len", type=_int_at_least(2), default=512, help="evaluation window (default 512)")
+    p.add_argument("--max-tokens", type=_int_at_least(2), help="evaluate the first N tokens only")
+    p.add_argument("--markdown", metavar="FILE", help="also write the table to FILE as markdown")
+    _add_output_args(p)
+
+
+def _compare(args) -> int:
+    import time
+    from pathlib import Path
+
+    from jetmamba.calibration.checkpoint import load_model, open_checkpoint
+    from jetmamba.calibration.data import read_text, tokenize
+    from jetmamba.calibration.evaluate import perplexity
+    from jetmamba.calibration.recipes import RECIPES, get_recipe
+
+    ckpt = open_checkpoint(args.model)
+    arch = ckpt.config.arch
+    names = [n.strip() for n in args.recipes.split(",") if n.strip()] if args.recipes else [
+        n for n, r in RECIPES.items() if arch in r.archs]  # fmt: skip
+    for name in names:
+        get_recipe(name, arch)
+    tokenizer = ckpt.tokenizer(args.tokenizer)
+    tokens = tokenize(read_text(args.data), tokenizer, args.max_tokens)
+    model = load_model(ckpt, show_progress=not args.quiet)
+    start = time.perf_counter()
+    base = perplexity(model, tokens, args.seq_len, show_progress=not args.quiet)
+    rows = [{"recipe": "fp32", "perplexity": base.perplexity, "delta_percent": 0.0,
+             "weight_bytes": 2 * model.num_parameters(), "seconds": time.perf_counter() - start}]  # fmt: skip
+    windows, calib_info = _calibration_windows(args, model, tokenizer)
+    for name in names:
+        start = time.perf_counter()
+        q = _quantize_one(args, ckpt, model, name, windows, calib_info)
+        ppl = perplexity(q, tokens, args.seq_len, show_progress=not args.quiet).perplexity
+        rows.append({"recipe": name, "perplexity": ppl, "delta_percent": 100 * (ppl / base.perplexity - 1),
+                     "weight_bytes": q.weight_bytes(), "seconds": time.perf_counter() - start})  # fmt: skip
+    header = (
+        f"{ckpt.path.name}: perplexity on {Path(args.data).name} ({base.windows} windows x {args.seq_len} tokens), "
+        f"calibration {windows.shape[0]} x {windows.shape[1]} tokens of {calib_info['data']}"
+    )
+    table = ["| recipe | perplexity | vs fp32 | weights | time |", "|---|---|---|---|---|"] + [
+        f"| {r['recipe']} | {r['perplexity']:.4f} | {r['delta_percent']:+.2f} % | "
+        f"{r['weight_bytes'] / 1e6:.2f} MB | {r['seconds']:.1f} s |"
+        for r in rows
+    ]
+    text = header + "\n\n" + "\n".join(table)
+    if args.markdown:
+        Path(args.markdown).write_text(text + "\n", encoding="utf-8")
+    _emit(args, {"model": str(ckpt.path), "data": args.data, "calibration": calib_info, "rows": rows}, text)
     return 0
 
 
@@ -167,6 +336,22 @@ COMMANDS = (
         "      --seq-len 2048 --max-tokens 65536 --json",
         _eval_args,
         _eval,
+    ),
+    Command(
+        "quantize",
+        "calibrate and quantize a checkpoint with a recipe into a QuantizedModel directory",
+        "jetmamba quantize --model ../shared/models/mamba1-tiny-wt2 --recipe w8a8-quamba \\\n"
+        "      --calib ../shared/data/wikitext2-valid.txt --samples 128 --out mamba1-w8a8",
+        _quantize_args,
+        _quantize,
+    ),
+    Command(
+        "compare",
+        "quantize with several recipes and compare their perplexity, size and time with fp32",
+        "jetmamba compare --model ../shared/models/mamba1-tiny-wt2 --calib ../shared/data/wikitext2-valid.txt \\\n"
+        "      --data ../shared/data/wikitext2-test.txt --max-tokens 100000 --markdown table.md",
+        _compare_args,
+        _compare,
     ),
     Command(
         "inspect",

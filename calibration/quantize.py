@@ -67,11 +67,18 @@ def calibrate(
     model: MambaLM, windows: torch.Tensor, recipe: Recipe, *, batch_size: int = 8, show_progress: bool = True
 ) -> list[dict[str, _SiteStats]]:
     """Observe every site of every layer over ``windows`` ([n, l] token ids)."""
+    roles = model.adapter.site_roles
+    alpha = {roles.get(k, k): v for k, v in recipe.percentile.items()}
+    unknown = sorted(set(alpha) - set(model.adapter.sites))
+    if unknown:
+        raise ValueError(f"recipe {recipe.name}: no site or role {unknown} in {model.config.arch}")
     stats = [
-        {site: _SiteStats(f"layers.{i}.mixer.{site}", recipe.percentile.get(site), windows.shape[0])
-         for site in model.adapter.sites}
+        {
+            site: _SiteStats(f"layers.{i}.mixer.{site}", alpha.get(site), windows.shape[0])
+            for site in model.adapter.sites
+        }
         for i in range(model.config.n_layer)
-    ]  # fmt: skip
+    ]
     for i, block in enumerate(model.layers):
         block.mixer.observe = lambda site, t, s=stats[i]: s[site].update(t)
     try:

@@ -23,7 +23,8 @@ class Recipe:
     residual_rotation: str | None = None  # None | "hadamard"
     out_hadamard: bool = False  # online Hadamard before out_proj, H^T fused into it
     per_channel_weights: bool = True  # False: one scale per weight matrix
-    percentile: dict[str, float] = field(default_factory=dict)  # site -> alpha (others: calibration max)
+    # role (an adapter's site_roles key, e.g. "ssm_input") or site -> alpha; others: calibration max
+    percentile: dict[str, float] = field(default_factory=dict)
     seed: int = 0  # random signs of rotations
 
     def to_dict(self) -> dict[str, Any]:
@@ -36,18 +37,19 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             "w8a8-naive",
             "per-tensor static RTN of weights and activations, no transforms: the baseline every paper beats",
-            archs=("mamba1",),
+            archs=("mamba1", "mamba2"),
             per_channel_weights=False,
         ),
         Recipe(
             "w8a8-quamba",
-            "Quamba: norms fused, residual stream Hadamard-rotated, SSM input u clipped at the 99.95th "
-            "percentile, online Hadamard before out_proj; per-channel weights, per-tensor static activations",
-            archs=("mamba1",),
+            "Quamba: norms fused, residual stream Hadamard-rotated, SSM input (Mamba1 u, Mamba2 x) clipped "
+            "at the 99.95th percentile, online Hadamard before out_proj; per-channel weights, per-tensor "
+            "static activations",
+            archs=("mamba1", "mamba2"),
             fuse_norms=True,
             residual_rotation="hadamard",
             out_hadamard=True,
-            percentile={"u": 0.9995},
+            percentile={"ssm_input": 0.9995},
         ),
     )
 }

@@ -155,6 +155,7 @@ class ArchAdapter:
     config_cls: type[ModelConfig]
     hf_model_types: tuple[str, ...]  # config.json "model_type" values it reads
     sites: tuple[str, ...]  # the mixer's observation points, in the order the forward reaches them
+    site_roles: dict[str, str]  # what recipes name -> this family's site (e.g. "ssm_input" -> "u")
     ssm_layers: tuple[str, ...]  # mamba_ssm ssm_cfg "layer" values it reads
 
     def config_from_hf(self, cfg: dict[str, Any]) -> ModelConfig:

@@ -193,6 +193,7 @@ class Mamba1Adapter(ArchAdapter):
     # in_proj input; its outputs x and z; the conv output u (the SSM input); x_proj's dt_r, B, C;
     # dt_proj's output dt (before bias and softplus); out_proj's input
     sites = ("in_proj.input", "x", "z", "u", "dt_r", "B", "C", "dt", "out_proj.input")
+    site_roles = {"ssm_input": "u"}
     ssm_layers = ("Mamba1",)
 
     def config_from_hf(self, cfg: dict[str, Any]) -> Mamba1Config:

@@ -23,6 +23,9 @@ from jetmamba.calibration.arch.base import (
     require_silu,
 )
 from jetmamba.calibration.functional import causal_conv1d, gated_rms_norm, ssd_scan, ssd_state_update
+from jetmamba.calibration.qlayers import QuantLinear, rtn_int8, scale_buffer
+from jetmamba.compiler.ops.quant import quantize
+from jetmamba.compiler.ops.reference import causal_conv1d_quant, gated_rms_norm_quant, ssd_scan_quant
 from jetmamba.errors import CheckpointError, UnsupportedError
 
 
@@ -145,6 +148,86 @@ class Mamba2Mixer(Mixer):
         self.norm.weight.fill_(1.0)
 
 
+class QuantMamba2Mixer(nn.Module):
+    """The W8A8 Mamba2 mixer as the deployed graph computes it, from op references:
+
+    in_proj (int8 GEMM) -> z, xBC quantized, dt kept fp16 -> CausalConv1d (int8, SiLU; x scaled per
+    channel, B and C per SSD group) -> SSDScan (int8 x, B, C; fp16 out) -> GatedRMSNormQuant
+    (int8 gate, optional Hadamard, int8 out) -> out_proj (int8 GEMM).
+
+    Scale buffers have one layout for every recipe: ``x_scale`` [d_inner], ``B_scale`` and
+    ``C_scale`` [n_groups], the others per tensor; a per-tensor recipe fills them with one value.
+    """
+
+    def __init__(self, config: Mamba2Config, *, act_dtype=torch.float16, state_dtype=torch.float16, device=None):
+        super().__init__()
+        c = self.c = config
+        self.act_dtype, self.state_dtype = act_dtype, state_dtype
+        self.in_proj = QuantLinear(c.d_model, c.d_inner + c.conv_dim + c.n_heads, c.proj_bias, device)
+        self.register_buffer("conv_weight", torch.zeros(c.conv_dim, c.d_conv, dtype=torch.int8, device=device))
+        self.register_buffer("conv_weight_scale", torch.ones(c.conv_dim, device=device))
+        self.register_buffer("conv_bias", torch.zeros(c.conv_dim, device=device) if c.conv_bias else None)
+        for name, n in (("dt_bias", c.n_heads), ("A_log", c.n_heads), ("D", c.n_heads), ("norm_weight", c.d_inner)):
+            self.register_buffer(name, torch.zeros(n, device=device))
+        self.out_proj = QuantLinear(c.d_inner, c.d_model, c.proj_bias, device)
+        self.register_buffer("x_scale", torch.ones(c.d_inner, device=device))
+        self.register_buffer("B_scale", torch.ones(c.n_groups, device=device))
+        self.register_buffer("C_scale", torch.ones(c.n_groups, device=device))
+        for site in ("z", "xBC", "out_proj.input"):
+            scale_buffer(self, site.replace(".", "_") + "_scale")
+        self.out_hadamard = False
+
+    @classmethod
+    def from_fp(cls, fp: Mamba2Mixer, scales: dict, *, per_channel=True, **kw) -> QuantMamba2Mixer:
+        c = fp.c
+        q = cls(c, device=fp.D.device, **kw)
+        q.in_proj = QuantLinear.from_weight(fp.in_proj.weight, fp.in_proj.bias, per_channel)
+        q.conv_weight, q.conv_weight_scale = rtn_int8(fp.conv1d.weight[:, 0], per_channel)
+        if fp.conv1d.bias is not None:
+            q.conv_bias = fp.conv1d.bias.detach().float().clone()
+        for name, t in (("dt_bias", fp.dt_bias), ("A_log", fp.A_log), ("D", fp.D), ("norm_weight", fp.norm.weight)):
+            setattr(q, name, t.detach().float().clone())
+        q.out_proj = QuantLinear.from_weight(fp.out_proj.weight, fp.out_proj.bias, per_channel)
+        for site, buf in (("x", "x_scale"), ("B", "B_scale"), ("C", "C_scale"), ("z", "z_scale"),
+                          ("xBC", "xBC_scale"), ("out_proj.input", "out_proj_input_scale")):  # fmt: skip
+            target = getattr(q, buf)
+            target.copy_(torch.as_tensor(scales[site], dtype=torch.float32).expand_as(target))
+        q.out_hadamard = fp.out_hadamard
+        return q
+
+    def init_state(self, batch: int, device=None) -> LayerState:
+        c = self.c
+        return LayerState(
+            torch.zeros(batch, c.d_conv - 1, c.conv_dim, dtype=torch.int8, device=device),
+            torch.zeros(batch, c.n_heads, c.head_dim, c.d_state, dtype=self.state_dtype, device=device),
+        )
+
+    def forward(self, x_q, x_scale, state):
+        c = self.c
+        b, length, _ = x_q.shape
+        z, xbc, dt = self.in_proj(x_q, x_scale).split([c.d_inner, c.conv_dim, c.n_heads], dim=-1)
+        z_q, xbc_q = quantize(z, self.z_scale), quantize(xbc, self.xBC_scale)
+        n = c.d_state
+        out_scale = torch.cat([self.x_scale, self.B_scale.repeat_interleave(n), self.C_scale.repeat_interleave(n)])
+        conv_q, conv_state = causal_conv1d_quant(
+            xbc_q, self.conv_weight, self.conv_bias, state.conv,
+            x_scale=self.xBC_scale, w_scale=self.conv_weight_scale, out_scale=out_scale,
+        )  # fmt: skip
+        x, B, C = conv_q.split([c.d_inner, c.n_groups * n, c.n_groups * n], dim=-1)
+        y, ssm_state = ssd_scan_quant(
+            x.reshape(b, length, c.n_heads, c.head_dim), dt.to(self.act_dtype), -torch.exp(self.A_log),
+            B.reshape(b, length, c.n_groups, n), C.reshape(b, length, c.n_groups, n), self.D, self.dt_bias,
+            state.ssm, x_scale=self.x_scale, B_scale=self.B_scale, C_scale=self.C_scale, dt_min=c.dt_min,
+            dt_max=float("inf") if c.dt_max is None else c.dt_max, out_dtype=self.act_dtype,
+        )  # fmt: skip
+        s = self.out_proj_input_scale
+        y_q = gated_rms_norm_quant(
+            y.reshape(b, length, c.d_inner), z_q, self.norm_weight, z_scale=self.z_scale, eps=c.gate_eps,
+            group_size=c.d_inner // c.n_groups, out_scale=s, hadamard=int(self.out_hadamard),
+        )  # fmt: skip
+        return self.out_proj(y_q, s), LayerState(conv_state, ssm_state)
+
+
 def _dt_limit(value: Any, where: str) -> tuple[float, float | None]:
     if value is None:
         return 0.0, None
@@ -166,6 +249,7 @@ class Mamba2Adapter(ArchAdapter):
     # in_proj input; its outputs z, xBC (conv input) and dt; the conv outputs x, B, C; the SSD
     # output y (before the gated norm); out_proj's input (after it)
     sites = ("in_proj.input", "z", "xBC", "dt", "x", "B", "C", "y", "out_proj.input")
+    site_roles = {"ssm_input": "x"}
     ssm_layers = ("Mamba2",)
 
     def config_from_hf(self, cfg: dict[str, Any]) -> Mamba2Config:
@@ -293,6 +377,13 @@ class Mamba2Adapter(ArchAdapter):
 
     def mixer(self, config, *, dtype, device):
         return Mamba2Mixer(config, dtype=dtype, device=device)
+
+    def quantized_mixer(self, config, recipe, *, act_dtype, device=None):
+        return QuantMamba2Mixer(config, act_dtype=act_dtype, device=device)
+
+    def quantize_mixer(self, fp_mixer, scales, recipe, *, act_dtype):
+        per_channel = recipe["per_channel_weights"]
+        return QuantMamba2Mixer.from_fp(fp_mixer, scales, per_channel=per_channel, act_dtype=act_dtype)
 
     def state_shapes(self, config, batch):
         return (

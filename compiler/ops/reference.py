@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from jetmamba.calibration.functional import causal_conv1d, rms_norm, selective_scan
+from jetmamba.calibration.functional import causal_conv1d, gated_rms_norm, rms_norm, selective_scan, ssd_scan
 from jetmamba.calibration.hadamard import hadamard_transform
 from jetmamba.compiler.ops.quant import dequantize, quantize
 
@@ -41,20 +41,27 @@ def rms_norm_quant(x, residual, weight, *, eps: float, out_scale: float):
     return quantize(rms_norm(r.float(), weight.float(), eps), out_scale), r
 
 
-def causal_conv1d_quant(x, weight, bias, conv_state, *, x_scale: float, w_scale, out_scale: float):
-    """jetmamba::CausalConv1d (int8, SiLU fused). x: [b, l, c] int8; weight: [c, k] int8 with a
-    scale per channel [c] (or one); bias: [c] fp32 or None; conv_state: [b, k-1, c] int8, the
-    previous int8 inputs (zeros when None). y = Q(silu(conv(DQ(x), DQ(w)) + bias), out_scale).
-    Returns (y int8, new state int8 = the last k-1 inputs, exact)."""
+def _per_channel(scale, c: int, device) -> torch.Tensor:
+    """A scale given for one or for every one of the c channels of the last axis -> [c]."""
+    return _channel_scale(scale, c).to(device).expand(c)
+
+
+def causal_conv1d_quant(x, weight, bias, conv_state, *, x_scale, w_scale, out_scale):
+    """jetmamba::CausalConv1d (int8, SiLU fused). x: [b, l, c] int8; weight: [c, k] int8; bias:
+    [c] fp32 or None; conv_state: [b, k-1, c] int8, the previous int8 inputs (zeros when None).
+    Every scale is one value or one per channel [c] (Quamba2 scales x, B and C apart).
+    y = Q(silu(conv(DQ(x), DQ(w)) + bias), out_scale). Returns (y int8, new state int8 = the last
+    k-1 inputs, exact)."""
     b, l, c = x.shape
     k = weight.shape[1]
     if conv_state is None:
         conv_state = torch.zeros(b, k - 1, c, dtype=torch.int8, device=x.device)
-    w = dequantize(weight, _channel_scale(w_scale, c).to(weight.device).expand(c), axis=0)
+    xs = _per_channel(x_scale, c, x.device)
+    w = dequantize(weight, _per_channel(w_scale, c, weight.device), axis=0)
     y, _ = causal_conv1d(
-        dequantize(x, x_scale), w, None if bias is None else bias.float(), dequantize(conv_state, x_scale)
+        dequantize(x, xs, axis=-1), w, None if bias is None else bias.float(), dequantize(conv_state, xs, axis=-1)
     )
-    return quantize(y, out_scale), torch.cat([conv_state, x], dim=1)[:, l:].clone()
+    return quantize(y, _per_channel(out_scale, c, x.device), axis=-1), torch.cat([conv_state, x], dim=1)[:, l:].clone()
 
 
 def selective_scan_quant(
@@ -79,3 +86,34 @@ def hadamard_quant(x, *, out_scale: float):
     """jetmamba::HadamardQuant. x: [..., n] fp16/fp32, n a supported Hadamard order;
     y = Q(x H^T / sqrt(n), out_scale) int8 (H as in jetmamba.calibration.hadamard)."""
     return quantize(hadamard_transform(x.float()), out_scale)
+
+
+def ssd_scan_quant(
+    x, dt, A, B, C, D, dt_bias, ssm_state,
+    *, x_scale, B_scale, C_scale, dt_min: float = 0.0, dt_max: float = float("inf"),
+    out_dtype: torch.dtype = torch.float16,
+):  # fmt: skip
+    """jetmamba::SSDScan (Mamba2). x: [b, l, H, P] int8 with one scale or one per channel [H*P]
+    (Quamba2's clustered scales); dt: [b, l, H] fp16/fp32 (Mamba2's dt stays fp16); B, C:
+    [b, l, G, N] int8 with one scale or one per SSD group [G]; A, D, dt_bias: [H] fp32;
+    ssm_state: [b, H, P, N] (fp16 by default) or None. fp32 maths:
+    dt <- clamp(softplus(dt + dt_bias), dt_min, dt_max), the chunked recurrence, D skip.
+    Returns (y [b, l, H, P] in out_dtype, state in the state's dtype)."""
+    b, l, H, P = x.shape
+    G = B.shape[2]
+    xs = _per_channel(x_scale, H * P, x.device).reshape(H, P)
+    bs = _per_channel(B_scale, G, B.device).reshape(G, 1)
+    cs = _per_channel(C_scale, G, C.device).reshape(G, 1)
+    d = torch.nn.functional.softplus(dt.float() + dt_bias.float()).clamp(min=dt_min, max=dt_max)
+    h0 = None if ssm_state is None else ssm_state.float()
+    y, h = ssd_scan(x.float() * xs, d, A.float(), B.float() * bs, C.float() * cs, D.float(), h0)
+    state_dtype = torch.float16 if ssm_state is None else ssm_state.dtype
+    return y.to(out_dtype), h.to(state_dtype)
+
+
+def gated_rms_norm_quant(y, z, weight, *, z_scale: float, eps: float, group_size: int, out_scale: float, hadamard: int):
+    """jetmamba::GatedRMSNormQuant (Mamba2). y: [b, l, d] fp16/fp32 (the SSD output); z: [b, l, d]
+    int8; weight: [d]. n = RMSNorm(y * silu(DQ(z))) per group of ``group_size`` channels, times
+    weight; out = Q(hadamard ? n H^T / sqrt(d) : n, out_scale) int8."""
+    n = gated_rms_norm(y.float(), dequantize(z, z_scale), weight.float(), eps, group_size)
+    return quantize(hadamard_transform(n) if hadamard else n, out_scale)

@@ -33,6 +33,7 @@ class AttrSpec:
     minimum: float | None = None  # inclusive; floats: every element
     maximum: float | None = None
     default: Any = None  # None: required
+    finite: bool = True  # False: +-inf means "no bound" (dt_max)
 
     def check(self, value: Any) -> None:
         """Raise ValueError naming the attribute if ``value`` is not allowed."""
@@ -44,7 +45,7 @@ class AttrSpec:
                 raise ValueError(f"attribute {self.name}: expected an int, got {v!r}")
             if self.kind in ("float", "floats") and (isinstance(v, bool) or not isinstance(v, (int, float))):
                 raise ValueError(f"attribute {self.name}: expected a float, got {v!r}")
-            if isinstance(v, float) and not math.isfinite(v):
+            if isinstance(v, float) and (math.isnan(v) or (self.finite and math.isinf(v))):
                 raise ValueError(f"attribute {self.name}: {v} is not finite")
             if self.minimum is not None and v < self.minimum:
                 raise ValueError(f"attribute {self.name}: {v} is below {self.minimum}")

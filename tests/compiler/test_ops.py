@@ -7,7 +7,7 @@ import inspect
 import pytest
 import torch
 
-from jetmamba.calibration.functional import selective_scan_ref
+from jetmamba.calibration.functional import gated_rms_norm, selective_scan_ref, ssd_scan_ref
 from jetmamba.calibration.hadamard import hadamard_matrix
 from jetmamba.compiler.ops import OPSET
 from jetmamba.compiler.ops import reference as ref
@@ -90,3 +90,39 @@ def test_hadamard_quant():
     y = ref.hadamard_quant(x, out_scale=float(scale_for(4.0)))
     expected = quantize(x.double() @ hadamard_matrix(12).t() / 12**0.5, scale_for(4.0))
     assert (y.int() - expected.int()).abs().max() <= 1  # fp32 vs fp64 rounding ties only
+
+
+def test_ssd_scan_quant_per_channel_and_group_scales():
+    g = torch.Generator().manual_seed(3)
+    b, l, H, P, G, N = 2, 9, 4, 8, 2, 4
+    q = lambda *s: torch.randint(-128, 128, s, generator=g, dtype=torch.int8)  # noqa: E731
+    x, B, C = q(b, l, H, P), q(b, l, G, N), q(b, l, G, N)
+    dt, A = torch.randn(b, l, H, generator=g), -torch.rand(H, generator=g) * 3
+    D, bias = torch.randn(H, generator=g), torch.randn(H, generator=g)
+    xs, bs, cs = torch.rand(H * P, generator=g) * 0.05 + 0.01, torch.tensor([0.02, 0.04]), torch.tensor([0.03, 0.01])
+    y, h = ref.ssd_scan_quant(x, dt, A, B, C, D, bias, None, x_scale=xs.tolist(), B_scale=bs.tolist(),
+                              C_scale=cs.tolist(), dt_max=0.5, out_dtype=torch.float32)  # fmt: skip
+    d = torch.nn.functional.softplus(dt.double() + bias.double()).clamp(max=0.5)
+    y_ref, _ = ssd_scan_ref(
+        x.double() * xs.double().view(H, P), d, A.double(), B.double() * bs.double().view(G, 1),
+        C.double() * cs.double().view(G, 1), D.double(),
+    )  # fmt: skip
+    torch.testing.assert_close(y.double(), y_ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("hadamard", [0, 1])
+def test_gated_rms_norm_quant(hadamard):
+    y, z, w = torch.randn(2, 3, 24), torch.randint(-128, 128, (2, 3, 24), dtype=torch.int8), torch.rand(24) + 0.5
+    out = ref.gated_rms_norm_quant(y, z, w, z_scale=0.02, eps=1e-5, group_size=12, out_scale=0.03, hadamard=hadamard)
+    n = gated_rms_norm(y, z.float() * 0.02, w, 1e-5, 12).double()
+    if hadamard:
+        n = n @ hadamard_matrix(24).t() / 24**0.5
+    assert (out.int() - quantize(n, 0.03).int()).abs().max() <= 1
+
+
+def test_dt_max_may_be_unbounded():
+    spec = OPSET["SSDScan"]
+    attrs = spec.check_attributes({"x_scale": [0.1], "B_scale": [0.1], "C_scale": [0.1]})
+    assert attrs["dt_max"] == float("inf")
+    with pytest.raises(ValueError, match="x_scale: inf is not finite"):
+        spec.check_attributes({"x_scale": [float("inf")], "B_scale": [0.1], "C_scale": [0.1]})

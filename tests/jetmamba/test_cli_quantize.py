@@ -106,7 +106,7 @@ def test_compare_table(capsys, tmp_path, mamba1_fixture, valid, wikitext_test):
     )
     assert code == 0, err
     rows = json.loads(text)["rows"]
-    assert [r["recipe"] for r in rows] == ["fp32", "w8a8-naive", "w8a8-quamba"]
+    assert [r["recipe"] for r in rows][:3] == ["fp32", "w8a8-naive", "w8a8-quamba"]
     assert "| w8a8-quamba |" in md.read_text()
 
 

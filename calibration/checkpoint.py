@@ -275,9 +275,9 @@ def save_checkpoint(model: MambaLM, directory: str | os.PathLike, *, format: str
     """
     from safetensors.torch import save_file
 
-    if any(block.mixer.out_hadamard for block in model.layers):
+    if any(block.mixer.has_online_transforms() for block in model.layers):
         raise UnsupportedError(
-            "this model computes an online Hadamard before out_proj, which neither checkpoint format "
+            "this model computes an online Hadamard or a smoothed gate, which neither checkpoint format "
             "can express; save it as a QuantizedModel instead"
         )
     adapter = adapter_for(model.config)

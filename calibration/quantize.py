@@ -18,24 +18,58 @@ import torch
 
 from jetmamba.calibration.hadamard import random_hadamard
 from jetmamba.calibration.model import MambaLM
-from jetmamba.calibration.observers import AbsMax, Percentile
+from jetmamba.calibration.observers import AbsMax, Covariance, Percentile
 from jetmamba.calibration.quantized import Provenance, QuantizedModel
 from jetmamba.calibration.recipes import Recipe
-from jetmamba.calibration.transforms import fuse_norms, hadamard_before_out_proj, rotate_residual
+from jetmamba.calibration.transforms import (
+    fuse_norms,
+    hadamard_before_out_proj,
+    klt_rotation,
+    rotate_dt_rank,
+    rotate_residual,
+    smooth_out_proj,
+)
 from jetmamba.compiler.ops.quant import scale_for
 from jetmamba.errors import DataError
 from jetmamba.progress import progress
 
 
-def transform(model: MambaLM, recipe: Recipe) -> MambaLM:
-    """The recipe's function-preserving rewrites, in order; the input model is not modified."""
+def transform(
+    model: MambaLM, recipe: Recipe, windows: torch.Tensor | None = None, *, batch_size: int = 8,
+    show_progress: bool = True,
+) -> MambaLM:  # fmt: skip
+    """The recipe's function-preserving rewrites, in order; the input model is not modified.
+
+    Rewrites that depend on activations (KLT, smoothing) take their statistics from one pass of
+    ``windows`` through the norm-fused model (internal activations do not depend on how the
+    residual stream is rotated, so one pass serves them all)."""
     m = model
     if recipe.fuse_norms or recipe.residual_rotation:
         m = fuse_norms(m)
+    dt_klt = recipe.dt_rotation == "klt" and "dt_r" in m.adapter.sites
+    wanted = [{} for _ in m.layers]
+    if recipe.residual_rotation == "klt":
+        wanted[0]["in_proj.input"] = Covariance("layers.0.mixer.in_proj.input")
+    for i, obs in enumerate(wanted):
+        if dt_klt:
+            obs["dt_r"] = Covariance(f"layers.{i}.mixer.dt_r")
+        if recipe.smooth_out_proj is not None:
+            obs["out_proj.input"] = AbsMax(f"layers.{i}.mixer.out_proj.input", per_channel=True)
+    if any(wanted):
+        if windows is None:
+            raise ValueError(f"recipe {recipe.name} needs calibration windows for its rotations")
+        observe(m, windows, wanted, batch_size=batch_size, show_progress=show_progress, desc="statistics")
     if recipe.residual_rotation == "hadamard":
         m = rotate_residual(m, random_hadamard(m.config.d_model, seed=recipe.seed))
+    elif recipe.residual_rotation == "klt":
+        m = rotate_residual(m, klt_rotation(wanted[0]["in_proj.input"].covariance(), seed=recipe.seed))
     elif recipe.residual_rotation is not None:
         raise ValueError(f"unknown residual rotation {recipe.residual_rotation!r}")
+    if dt_klt:
+        m = rotate_dt_rank(m, [klt_rotation(obs["dt_r"].covariance(), seed=recipe.seed + 1 + i)
+                               for i, obs in enumerate(wanted)])  # fmt: skip
+    if recipe.smooth_out_proj is not None:
+        m = smooth_out_proj(m, [obs["out_proj.input"].result() for obs in wanted], alpha=recipe.smooth_out_proj)
     if recipe.out_hadamard:
         m = hadamard_before_out_proj(m)
     return m
@@ -63,6 +97,23 @@ class _SiteStats:
 
 
 @torch.inference_mode()
+def observe(model: MambaLM, windows: torch.Tensor, observers: list[dict], *, batch_size: int = 8,
+            show_progress: bool = True, desc: str = "calibrating") -> None:  # fmt: skip
+    """Stream ``windows`` through ``model``; ``observers[layer][site].update(t)`` sees each site."""
+    for i, block in enumerate(model.layers):
+        block.mixer.observe = lambda site, t, obs=observers[i]: obs[site].update(t) if site in obs else None
+    try:
+        with progress(total=windows.shape[0], desc=desc, unit="win", disable=not show_progress) as bar:
+            for start in range(0, windows.shape[0], batch_size):
+                batch = windows[start : start + batch_size].to(model.device)
+                model(batch)
+                bar.update(batch.shape[0])
+    finally:
+        for block in model.layers:
+            block.mixer.observe = None
+
+
+@torch.inference_mode()
 def calibrate(
     model: MambaLM, windows: torch.Tensor, recipe: Recipe, *, batch_size: int = 8, show_progress: bool = True
 ) -> list[dict[str, _SiteStats]]:
@@ -79,17 +130,7 @@ def calibrate(
         }
         for i in range(model.config.n_layer)
     ]
-    for i, block in enumerate(model.layers):
-        block.mixer.observe = lambda site, t, s=stats[i]: s[site].update(t)
-    try:
-        with progress(total=windows.shape[0], desc="calibrating", unit="win", disable=not show_progress) as bar:
-            for start in range(0, windows.shape[0], batch_size):
-                batch = windows[start : start + batch_size].to(model.device)
-                model(batch)
-                bar.update(batch.shape[0])
-    finally:
-        for block in model.layers:
-            block.mixer.observe = None
+    observe(model, windows, stats, batch_size=batch_size, show_progress=show_progress)
     return stats
 
 
@@ -107,7 +148,7 @@ def quantize_model(
     start = time.perf_counter()
     if windows.numel() == 0:
         raise DataError("no calibration windows")
-    fp = transform(model.float(), recipe)
+    fp = transform(model.float(), recipe, windows, batch_size=batch_size, show_progress=show_progress)
     stats = calibrate(fp, windows, recipe, batch_size=batch_size, show_progress=show_progress)
     q = QuantizedModel(fp.config, recipe.to_dict(), act_dtype=act_dtype, device=fp.device)
     q.embedding = fp.embedding.weight.detach().float().clone()

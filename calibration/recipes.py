@@ -20,7 +20,9 @@ class Recipe:
     description: str
     archs: tuple[str, ...]  # architectures it applies to
     fuse_norms: bool = False
-    residual_rotation: str | None = None  # None | "hadamard"
+    residual_rotation: str | None = None  # None | "hadamard" | "klt" (MambaQuant's K H)
+    dt_rotation: str | None = None  # None | "klt": the dt_rank space, where the architecture has one
+    smooth_out_proj: float | None = None  # MambaQuant's smoothing of out_proj's input, migration alpha
     out_hadamard: bool = False  # online Hadamard before out_proj, H^T fused into it
     per_channel_weights: bool = True  # False: one scale per weight matrix
     # role (an adapter's site_roles key, e.g. "ssm_input") or site -> alpha; others: calibration max
@@ -50,6 +52,18 @@ RECIPES: dict[str, Recipe] = {
             residual_rotation="hadamard",
             out_hadamard=True,
             percentile={"ssm_input": 0.9995},
+        ),
+        Recipe(
+            "w8a8-mambaquant",
+            "MambaQuant: norms fused, KLT-enhanced rotation of the residual stream and of the dt_rank space, "
+            "out_proj input smoothed (S-SiLU / gated-norm weight) then Hadamard-rotated; static per-tensor "
+            "activation scales where the paper's are dynamic",
+            archs=("mamba1", "mamba2"),
+            fuse_norms=True,
+            residual_rotation="klt",
+            dt_rotation="klt",
+            smooth_out_proj=0.5,
+            out_hadamard=True,
         ),
     )
 }

@@ -96,3 +96,52 @@ def hadamard_before_out_proj(model: MambaLM) -> MambaLM:
         _set(m.out_proj.weight, hadamard_transform(m.out_proj.weight.detach().double()))
         m.out_hadamard = True
     return out
+
+
+# ---------------------------------------------------------------- MambaQuant
+
+
+def klt_rotation(covariance: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """MambaQuant's KLT-enhanced rotation R = K diag(s) H^T / sqrt(n): K the eigenvectors of the
+    activation covariance (decorrelate), then a random-sign Hadamard (spread the variance evenly
+    over channels). Orthogonal, fp64. Where n is not a supported Hadamard order, R = K."""
+    from jetmamba.calibration.hadamard import is_supported, random_hadamard
+
+    cov = covariance.double()
+    cov = (cov + cov.t()) / 2
+    _, K = torch.linalg.eigh(cov)
+    K = K.flip(-1)  # largest variance first
+    n = cov.shape[0]
+    return K @ random_hadamard(n, seed) if is_supported(n) else K
+
+
+def rotate_dt_rank(model: MambaLM, rotations: list[torch.Tensor]) -> MambaLM:
+    """Mamba1's dt_rank space (x_proj's dt rows -> dt_proj): dt_r -> dt_r Q per layer, Q orthogonal.
+    x_proj dt rows W <- Q^T W; dt_proj W <- W Q. (FalconMamba's weightless RMSNorm of dt_r commutes
+    with Q.)"""
+    if model.config.arch != "mamba1":
+        raise UnsupportedError(f"{model.config.arch} has no dt_rank space (rotate_dt_rank is for Mamba1)")
+    out = copy.deepcopy(model)
+    for block, Q in zip(out.layers, rotations, strict=True):
+        m = block.mixer
+        Q = Q.double().to(m.D.device)
+        r = m.dt_rank
+        w = m.x_proj.weight.detach().double().clone()
+        w[:r] = Q.t() @ w[:r]
+        _set(m.x_proj.weight, w)
+        _set(m.dt_proj.weight, m.dt_proj.weight.detach().double() @ Q)
+    return out
+
+
+def smooth_out_proj(model: MambaLM, act_max: list[torch.Tensor], alpha: float = 0.5, floor: float = 1e-2) -> MambaLM:
+    """MambaQuant's smoothing of out_proj's input, per layer: s = act_max^alpha / w_max^(1 - alpha)
+    (w_max the per-input-channel max |W| of out_proj), clamped >= floor; the input is divided by s
+    upstream (each architecture's exact place: S-SiLU gate rows in Mamba1, the gated norm's
+    weight in Mamba2) and out_proj's columns multiplied by it."""
+    out = copy.deepcopy(model)
+    for block, a in zip(out.layers, act_max, strict=True):
+        m = block.mixer
+        w_max = m.out_proj.weight.detach().double().abs().amax(0).clamp_min(1e-8)
+        s = (a.double().to(w_max.device).clamp_min(1e-8) ** alpha / w_max ** (1 - alpha)).clamp_min(floor)
+        m.smooth_out_proj_input(s)
+    return out

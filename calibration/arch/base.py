@@ -92,6 +92,16 @@ class Mixer(nn.Module):
     # quantize (the adapter's SITES); None, the default, costs nothing.
     observe: Callable[[str, torch.Tensor], None] | None = None
 
+    def has_online_transforms(self) -> bool:
+        """True when the mixer computes something no checkpoint format can express."""
+        return self.out_hadamard or getattr(self, "gate_smooth", None) is not None
+
+    def smooth_out_proj_input(self, s: torch.Tensor) -> None:
+        """Divide out_proj's input by ``s`` (per channel) and multiply out_proj's columns by it,
+        absorbing the division upstream where the architecture allows it exactly (MambaQuant's
+        smoothing); must come before any Hadamard on out_proj's input."""
+        raise NotImplementedError
+
     def site(self, name: str, t: torch.Tensor) -> torch.Tensor:
         if self.observe is not None:
             self.observe(name, t)

@@ -25,7 +25,7 @@ from jetmamba.calibration.functional import causal_conv1d, rms_norm, selective_s
 from jetmamba.calibration.qlayers import QuantLinear, rtn_int8, scale_buffer
 from jetmamba.compiler.ops.quant import quantize
 from jetmamba.compiler.ops.reference import causal_conv1d_quant, hadamard_quant, selective_scan_quant
-from jetmamba.errors import CheckpointError
+from jetmamba.errors import CheckpointError, UnsupportedError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,6 +63,31 @@ class Mamba1Mixer(Mixer):
         self.A_log = nn.Parameter(torch.zeros(c.d_inner, c.d_state, dtype=torch.float32, device=device))
         self.D = nn.Parameter(torch.ones(c.d_inner, dtype=torch.float32, device=device))
         self.out_proj = nn.Linear(c.d_inner, c.d_model, bias=c.proj_bias, **kw)
+        # MambaQuant's S-SiLU: with a smoothing s the gate is z * sigmoid(s * z) (s = None: SiLU)
+        self.register_buffer("gate_smooth", None)
+
+    def _gate(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """y * S-SiLU(z) when smoothed (the scan did not gate)."""
+        if self.gate_smooth is None:
+            return y
+        zf = z.float()
+        return y * zf * torch.sigmoid(self.gate_smooth * zf)
+
+    def smooth_out_proj_input(self, s: torch.Tensor) -> None:
+        """z' = z / s through in_proj's gate rows, S-SiLU(z') = SiLU(z) / s, out_proj columns * s."""
+        if self.out_hadamard:
+            raise UnsupportedError("smoothing must come before the Hadamard on out_proj's input")
+        s = s.double().to(self.D.device)
+        d = self.d_inner
+        with torch.no_grad():
+            w = self.in_proj.weight.double()
+            w[d:] /= s[:, None]
+            self.in_proj.weight.copy_(w.to(self.in_proj.weight.dtype))
+            if self.in_proj.bias is not None:
+                self.in_proj.bias[d:] = (self.in_proj.bias[d:].double() / s).to(self.in_proj.bias.dtype)
+            self.out_proj.weight.copy_((self.out_proj.weight.double() * s).to(self.out_proj.weight.dtype))
+        prev = torch.ones_like(s, dtype=torch.float32) if self.gate_smooth is None else self.gate_smooth
+        self.gate_smooth = (prev.double() * s).float()
 
     def _ssm_inputs(self, x: torch.Tensor):
         """x (conv output, [..., d_inner]) -> dt before bias and softplus (fp32), B, C."""
@@ -82,7 +107,9 @@ class Mamba1Mixer(Mixer):
         dt, B, C = self._ssm_inputs(x)
         A = -torch.exp(self.A_log.float())
         h0 = None if state is None else state.ssm
-        y, ssm_state = selective_scan(x, dt, A, B, C, self.D, z, h0, self.dt_proj.bias, True, impl=scan_impl)
+        gate = z if self.gate_smooth is None else None
+        y, ssm_state = selective_scan(x, dt, A, B, C, self.D, gate, h0, self.dt_proj.bias, True, impl=scan_impl)
+        y = self._gate(y, z)
         return self.out_proj(self.rotate_out(y).to(h.dtype)), LayerState(conv_state.to(h.dtype), ssm_state)
 
     def step(self, h, state):
@@ -91,7 +118,9 @@ class Mamba1Mixer(Mixer):
         x = x.squeeze(1).to(h.dtype)
         dt, B, C = self._ssm_inputs(x)
         A = -torch.exp(self.A_log.float())
-        y, ssm_state = selective_state_update(x, dt, A, B, C, self.D, z, state.ssm, self.dt_proj.bias, True)
+        gate = z if self.gate_smooth is None else None
+        y, ssm_state = selective_state_update(x, dt, A, B, C, self.D, gate, state.ssm, self.dt_proj.bias, True)
+        y = self._gate(y, z)
         return self.out_proj(self.rotate_out(y).to(h.dtype)), LayerState(conv_state.to(h.dtype), ssm_state.float())
 
     @torch.no_grad()
@@ -130,6 +159,7 @@ class QuantMamba1Mixer(nn.Module):
         self.register_buffer("A_log", torch.zeros(c.d_inner, c.d_state, device=device))
         self.register_buffer("D", torch.zeros(c.d_inner, device=device))
         self.out_proj = QuantLinear(c.d_inner, c.d_model, c.proj_bias, device)
+        self.register_buffer("gate_smooth", torch.ones(c.d_inner, device=device))  # ones: plain SiLU
         for site in ("x", "z", "u", "dt_r", "B", "C", "dt", "out_proj.input"):
             scale_buffer(self, _scale_name(site))
         self.out_hadamard = False
@@ -146,6 +176,8 @@ class QuantMamba1Mixer(nn.Module):
         q.dt_bias = fp.dt_proj.bias.detach().float().clone()
         q.A_log, q.D = fp.A_log.detach().float().clone(), fp.D.detach().float().clone()
         q.out_proj = QuantLinear.from_weight(fp.out_proj.weight, fp.out_proj.bias, per_channel)
+        if fp.gate_smooth is not None:
+            q.gate_smooth = fp.gate_smooth.detach().float().clone()
         for site, value in scales.items():
             if site != "in_proj.input":
                 getattr(q, _scale_name(site)).fill_(float(value))
@@ -173,7 +205,7 @@ class QuantMamba1Mixer(nn.Module):
         dt = self.dt_proj(quantize(dt_r, self.dt_r_scale), self.dt_r_scale)
         y, ssm_state = selective_scan_quant(
             u_q, quantize(dt, self.dt_scale), -torch.exp(self.A_log), quantize(B, self.B_scale),
-            quantize(C, self.C_scale), self.D, z_q, self.dt_bias, state.ssm,
+            quantize(C, self.C_scale), self.D, z_q, self.dt_bias, state.ssm, self.gate_smooth,
             u_scale=self.u_scale, dt_scale=self.dt_scale, B_scale=self.B_scale, C_scale=self.C_scale,
             z_scale=self.z_scale, out_dtype=self.act_dtype,
         )  # fmt: skip

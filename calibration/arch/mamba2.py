@@ -91,6 +91,15 @@ class Mamba2Mixer(Mixer):
         self.norm = GatedRMSNorm(c.d_inner, c.gate_eps, c.d_inner // c.n_groups, **kw)
         self.out_proj = nn.Linear(c.d_inner, c.d_model, bias=c.proj_bias, **kw)
 
+    def smooth_out_proj_input(self, s: torch.Tensor) -> None:
+        """out_proj's input is the gated norm's output: its weight / s, out_proj columns * s."""
+        if self.out_hadamard:
+            raise UnsupportedError("smoothing must come before the Hadamard on out_proj's input")
+        s = s.double().to(self.D.device)
+        with torch.no_grad():
+            self.norm.weight.copy_((self.norm.weight.double() / s).to(self.norm.weight.dtype))
+            self.out_proj.weight.copy_((self.out_proj.weight.double() * s).to(self.out_proj.weight.dtype))
+
     def _dt(self, dt: torch.Tensor) -> torch.Tensor:
         dt = F.softplus(dt.float() + self.dt_bias.float())
         return dt.clamp(min=self.c.dt_min, max=self.c.dt_max)

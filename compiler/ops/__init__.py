@@ -58,11 +58,9 @@ OPSET: dict[str, OpSpec] = {
                 TensorSpec("z", ("int8",), "[b, l, d]"),
                 TensorSpec("dt_bias", ("float32",), "[d]"),
                 TensorSpec("ssm_state", _STATE, "[b, d, n]"),
+                TensorSpec("gate_smooth", ("float32",), "[d]", "S-SiLU: z sigmoid(s z); SiLU if absent", optional=True),
             ),
-            outputs=(
-                TensorSpec("y", _FP, "[b, l, d]"),
-                TensorSpec("ssm_state_out", ("float16", "float32"), "[b, d, n]"),
-            ),
+            outputs=(TensorSpec("y", _FP, "[b, l, d]"), TensorSpec("ssm_state_out", _STATE, "[b, d, n]")),
             attributes=tuple(AttrSpec(f"{t}_scale", **SCALE) for t in ("u", "dt", "B", "C", "z")),
             reference=ref.selective_scan_quant,
         ),

@@ -7,7 +7,15 @@ import torch
 
 from jetmamba.calibration.checkpoint import load_model
 from jetmamba.calibration.hadamard import random_hadamard
-from jetmamba.calibration.transforms import fuse_norms, hadamard_before_out_proj, norms_are_fused, rotate_residual
+from jetmamba.calibration.transforms import (
+    fuse_norms,
+    hadamard_before_out_proj,
+    klt_rotation,
+    norms_are_fused,
+    rotate_dt_rank,
+    rotate_residual,
+    smooth_out_proj,
+)
 from jetmamba.errors import UnsupportedError
 
 REL = 1e-4  # the bound: max |delta logit| / max |logit|
@@ -84,6 +92,42 @@ def test_all_transforms_compose(model):
 def test_checkpoint_formats_refuse_online_hadamard(model, tmp_path):
     from jetmamba.calibration.checkpoint import save_checkpoint
 
-    with pytest.raises(UnsupportedError, match="online Hadamard"):
+    with pytest.raises(UnsupportedError, match="online Hadamard or a smoothed gate"):
         save_checkpoint(hadamard_before_out_proj(model), tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+def test_klt_rotation_is_orthogonal_and_decorrelates():
+    g = torch.Generator().manual_seed(0)
+    mix = torch.randn(12, 12, generator=g, dtype=torch.float64)
+    x = torch.randn(4000, 12, generator=g, dtype=torch.float64) @ mix
+    cov = torch.cov(x.t(), correction=0)
+    R = klt_rotation(cov, seed=1)
+    torch.testing.assert_close(R @ R.t(), torch.eye(12, dtype=torch.float64))
+    K = R @ random_hadamard(12, seed=1).t()  # undo the (orthogonal) Hadamard part
+    d = K.t() @ cov @ K  # the KLT part alone diagonalises the covariance
+    assert float((d - torch.diag(torch.diag(d))).abs().max()) < 1e-8 * float(d.abs().max())
+    assert bool((torch.diag(d)[:-1] >= torch.diag(d)[1:]).all())  # largest variance first
+
+
+def test_rotate_dt_rank(request):
+    model = load_model(request.getfixturevalue("mamba1_fixture"))
+    r = model.config.dt_rank
+    Qs = [torch.linalg.qr(torch.randn(r, r, dtype=torch.float64))[0] for _ in model.layers]
+    _check_same(model, rotate_dt_rank(model, Qs), IDS)
+    with pytest.raises(UnsupportedError, match="no dt_rank space"):
+        rotate_dt_rank(load_model(request.getfixturevalue("mamba2_fixture")), Qs)
+
+
+def test_smooth_out_proj(model):
+    g = torch.Generator().manual_seed(3)
+    act = [torch.rand(model.config.d_inner, generator=g, dtype=torch.float64) * 10 for _ in model.layers]
+    smoothed = smooth_out_proj(model, act)
+    _check_same(model, smoothed, IDS)
+    with torch.no_grad():  # decode path too (Mamba1 gates with S-SiLU there as well)
+        full = smoothed(IDS[:, :9])
+        _, state = smoothed.prefill(IDS[:, :8])
+        step, _ = smoothed.step(IDS[:, 8], state)
+    torch.testing.assert_close(step, full[:, 8], atol=1e-4, rtol=0)
+    with pytest.raises(UnsupportedError, match="before the Hadamard"):
+        smooth_out_proj(hadamard_before_out_proj(model), act)

@@ -46,3 +46,24 @@ class QuantLinear(nn.Module):
 def scale_buffer(module: nn.Module, name: str, value=1.0) -> None:
     """A static activation scale (fp32 scalar) saved with the module."""
     module.register_buffer(name, torch.tensor(float(value), dtype=torch.float32))
+
+
+def fit_scale(value, target: torch.Tensor) -> None:
+    """Copy a calibrated scale into a scale buffer: one value fills it; a vector of the buffer's
+    length is copied; a longer per-channel vector whose channels come in contiguous groups (one
+    group per buffer element, equal scales inside) gives one value per group."""
+    v = torch.as_tensor(value, dtype=torch.float32).reshape(-1).to(target.device)
+    n = target.numel()
+    if v.numel() == 1:
+        target.fill_(float(v))
+    elif v.numel() == n:
+        target.copy_(v.view_as(target))
+    elif v.numel() % n == 0:
+        rows = v.view(n, -1)
+        if not bool((rows == rows[:, :1]).all()):
+            raise ValueError(f"a per-channel scale of {v.numel()} values does not reduce to {n} groups")
+        target.copy_(rows[:, 0].view_as(target))
+    elif n == 1:
+        target.fill_(float(v.max()))
+    else:
+        raise ValueError(f"a scale of {v.numel()} values does not fit a buffer of {n}")

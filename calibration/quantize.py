@@ -16,21 +16,23 @@ import time
 
 import torch
 
+from jetmamba.calibration.cluster import sort_and_cluster
 from jetmamba.calibration.hadamard import random_hadamard
 from jetmamba.calibration.model import MambaLM
-from jetmamba.calibration.observers import AbsMax, Covariance, Percentile
+from jetmamba.calibration.observers import AbsMax, ChannelMeanAbs, Covariance, Percentile
 from jetmamba.calibration.quantized import Provenance, QuantizedModel
 from jetmamba.calibration.recipes import Recipe
 from jetmamba.calibration.transforms import (
     fuse_norms,
     hadamard_before_out_proj,
     klt_rotation,
+    reorder_mamba2,
     rotate_dt_rank,
     rotate_residual,
     smooth_out_proj,
 )
 from jetmamba.compiler.ops.quant import scale_for
-from jetmamba.errors import DataError
+from jetmamba.errors import DataError, UnsupportedError
 from jetmamba.progress import progress
 
 
@@ -43,11 +45,14 @@ def transform(
     Rewrites that depend on activations (KLT, smoothing) take their statistics from one pass of
     ``windows`` through the norm-fused model (internal activations do not depend on how the
     residual stream is rotated, so one pass serves them all)."""
+    if model.config.arch not in recipe.archs:
+        raise UnsupportedError(f"recipe {recipe.name} does not apply to {model.config.arch} models")
     m = model
     if recipe.fuse_norms or recipe.residual_rotation:
         m = fuse_norms(m)
     dt_klt = recipe.dt_rotation == "klt" and "dt_r" in m.adapter.sites
     wanted = [{} for _ in m.layers]
+    ssm_input = m.adapter.site_roles["ssm_input"]
     if recipe.residual_rotation == "klt":
         wanted[0]["in_proj.input"] = Covariance("layers.0.mixer.in_proj.input")
     for i, obs in enumerate(wanted):
@@ -55,6 +60,8 @@ def transform(
             obs["dt_r"] = Covariance(f"layers.{i}.mixer.dt_r")
         if recipe.smooth_out_proj is not None:
             obs["out_proj.input"] = AbsMax(f"layers.{i}.mixer.out_proj.input", per_channel=True)
+        if recipe.sort_and_cluster is not None:
+            obs[ssm_input] = ChannelMeanAbs(f"layers.{i}.mixer.{ssm_input}")
     if any(wanted):
         if windows is None:
             raise ValueError(f"recipe {recipe.name} needs calibration windows for its rotations")
@@ -70,17 +77,25 @@ def transform(
                                for i, obs in enumerate(wanted)])  # fmt: skip
     if recipe.smooth_out_proj is not None:
         m = smooth_out_proj(m, [obs["out_proj.input"].result() for obs in wanted], alpha=recipe.smooth_out_proj)
+    if recipe.sort_and_cluster is not None:
+        heads, dims = recipe.sort_and_cluster
+        c = m.config
+        m = reorder_mamba2(
+            m, [sort_and_cluster(obs[ssm_input].result(), c.n_heads, c.head_dim, c.n_groups, heads, dims)
+                for obs in wanted],
+        )  # fmt: skip
     if recipe.out_hadamard:
         m = hadamard_before_out_proj(m)
     return m
 
 
 class _SiteStats:
-    """The observer of one activation site; a percentile observer is sized at its first update."""
+    """The observer of one activation site: the exact alpha-percentile of |x| (per tensor; sized at
+    its first update) or the per-channel max |x|, reduced per tensor or per channel group."""
 
     def __init__(self, name: str, alpha: float | None, windows: int):
         self.name, self.alpha, self.windows = name, alpha, windows
-        self.observer: AbsMax | Percentile | None = None if alpha is not None else AbsMax(name)
+        self.observer: AbsMax | Percentile | None = None if alpha is not None else AbsMax(name, per_channel=True)
 
     def update(self, x: torch.Tensor) -> None:
         if self.observer is None:
@@ -88,12 +103,23 @@ class _SiteStats:
             self.observer = Percentile(self.alpha, per_window * self.windows, self.name)
         self.observer.update(x)
 
-    def scale_and_saturation(self) -> tuple[float, int]:
+    def scale_and_saturation(self, groups: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+        """(scale, values clipped on the calibration data): a scalar, or with ``groups`` (a group
+        id per channel) a per-channel vector holding each group's scale."""
         if self.observer is None:
             raise DataError(f"no data was observed at {self.name}")
-        scale = float(scale_for(self.observer.result()))
-        saturated = int((self.observer.top > 127.5 * scale).sum()) if isinstance(self.observer, Percentile) else 0
-        return scale, saturated
+        if isinstance(self.observer, Percentile):
+            if groups is not None:
+                raise ValueError(f"{self.name}: a percentile scale is per tensor, it cannot be grouped")
+            scale = scale_for(self.observer.result())
+            return scale, int((self.observer.top > 127.5 * float(scale)).sum())
+        absmax = self.observer.result()
+        if groups is None:
+            return scale_for(absmax.max()), 0
+        per_group = torch.zeros(int(groups.max()) + 1, dtype=absmax.dtype).scatter_reduce(
+            0, groups, absmax, reduce="amax", include_self=False
+        )
+        return scale_for(per_group[groups]), 0
 
 
 @torch.inference_mode()
@@ -158,11 +184,13 @@ def quantize_model(
     for i, (block, qblock) in enumerate(zip(fp.layers, q.layers, strict=True)):
         scales = {}
         for site, s in stats[i].items():
-            scales[site], saturated = s.scale_and_saturation()
+            kind = recipe.grouped.get(site)
+            groups = None if kind is None else block.mixer.channel_groups(site, kind)
+            scales[site], saturated = s.scale_and_saturation(groups)
             if saturated:
                 saturation[s.name] = saturated
         qblock.norm_weight = block.norm.weight.detach().float().clone()
-        qblock.in_scale.fill_(scales["in_proj.input"])
+        qblock.in_scale.fill_(float(scales["in_proj.input"]))
         qblock.mixer = fp.adapter.quantize_mixer(block.mixer, scales, recipe.to_dict(), act_dtype=act_dtype)
     q.provenance = Provenance(
         calibration={"windows": int(windows.shape[0]), "seq_len": int(windows.shape[1]), **(provenance or {})},

@@ -27,6 +27,9 @@ class Recipe:
     per_channel_weights: bool = True  # False: one scale per weight matrix
     # role (an adapter's site_roles key, e.g. "ssm_input") or site -> alpha; others: calibration max
     percentile: dict[str, float] = field(default_factory=dict)
+    # site -> grouping kind for per-group scales ("ssd_group", "clusters"); others: per tensor
+    grouped: dict[str, str] = field(default_factory=dict)
+    sort_and_cluster: tuple[int, int] | None = None  # Quamba2: (head groups, channel groups) per SSD group
     seed: int = 0  # random signs of rotations
 
     def to_dict(self) -> dict[str, Any]:
@@ -64,6 +67,18 @@ RECIPES: dict[str, Recipe] = {
             dt_rotation="klt",
             smooth_out_proj=0.5,
             out_hadamard=True,
+        ),
+        Recipe(
+            "w8a8-quamba2",
+            "Quamba2 (Mamba2): norms fused, residual Hadamard, sort-and-cluster of the SSM input x "
+            "(4 head groups x 4 channel groups per SSD group, weights reordered offline, one scale per "
+            "cluster), B and C scaled per SSD group, online Hadamard before out_proj",
+            archs=("mamba2",),
+            fuse_norms=True,
+            residual_rotation="hadamard",
+            out_hadamard=True,
+            sort_and_cluster=(4, 4),
+            grouped={"x": "clusters", "B": "ssd_group", "C": "ssd_group"},
         ),
     )
 }

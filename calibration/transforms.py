@@ -145,3 +145,41 @@ def smooth_out_proj(model: MambaLM, act_max: list[torch.Tensor], alpha: float = 
         s = (a.double().to(w_max.device).clamp_min(1e-8) ** alpha / w_max ** (1 - alpha)).clamp_min(floor)
         m.smooth_out_proj_input(s)
     return out
+
+
+# ---------------------------------------------------------------- Quamba2
+
+
+def reorder_mamba2(model: MambaLM, clusterings: list) -> MambaLM:
+    """Quamba2's offline reordering (per layer, from :func:`~jetmamba.calibration.cluster.sort_and_cluster`):
+    channels of z, x, the gated norm and out_proj's input follow ``channel_index``; heads of dt,
+    A_log, D and dt_bias follow ``head_index``. Heads stay inside their SSD group (and norm group),
+    so the function is unchanged; the recurrent state is laid out in the new order. The mixer keeps
+    the cluster of each channel (``x_clusters``) for the per-cluster scales."""
+    if model.config.arch != "mamba2":
+        raise UnsupportedError(f"sort-and-cluster reorders Mamba2 heads; this model is {model.config.arch}")
+    out = copy.deepcopy(model)
+    c = out.config
+    for block, cl in zip(out.layers, clusterings, strict=True):
+        m = block.mixer
+        dev = m.D.device
+        ch, heads = cl.channel_index.to(dev), cl.head_index.to(dev)
+        rows = torch.arange(m.in_proj.out_features, device=dev)
+        rows[: c.d_inner] = ch  # z
+        rows[c.d_inner : 2 * c.d_inner] = c.d_inner + ch  # x (the first part of xBC)
+        rows[c.d_inner + c.conv_dim :] = c.d_inner + c.conv_dim + heads  # dt
+        conv = torch.arange(c.conv_dim, device=dev)
+        conv[: c.d_inner] = ch
+        with torch.no_grad():
+            m.in_proj.weight.copy_(m.in_proj.weight[rows])
+            if m.in_proj.bias is not None:
+                m.in_proj.bias.copy_(m.in_proj.bias[rows])
+            m.conv1d.weight.copy_(m.conv1d.weight[conv])
+            if m.conv1d.bias is not None:
+                m.conv1d.bias.copy_(m.conv1d.bias[conv])
+            for p in (m.A_log, m.D, m.dt_bias):
+                p.copy_(p[heads])
+            m.norm.weight.copy_(m.norm.weight[ch])
+            m.out_proj.weight.copy_(m.out_proj.weight[:, ch])
+        m.x_clusters = cl.cluster.to(dev)
+    return out

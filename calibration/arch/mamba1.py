@@ -22,7 +22,7 @@ from jetmamba.calibration.arch.base import (
     require_silu,
 )
 from jetmamba.calibration.functional import causal_conv1d, rms_norm, selective_scan, selective_state_update
-from jetmamba.calibration.qlayers import QuantLinear, rtn_int8, scale_buffer
+from jetmamba.calibration.qlayers import QuantLinear, fit_scale, rtn_int8, scale_buffer
 from jetmamba.compiler.ops.quant import quantize
 from jetmamba.compiler.ops.reference import causal_conv1d_quant, hadamard_quant, selective_scan_quant
 from jetmamba.errors import CheckpointError, UnsupportedError
@@ -65,6 +65,9 @@ class Mamba1Mixer(Mixer):
         self.out_proj = nn.Linear(c.d_inner, c.d_model, bias=c.proj_bias, **kw)
         # MambaQuant's S-SiLU: with a smoothing s the gate is z * sigmoid(s * z) (s = None: SiLU)
         self.register_buffer("gate_smooth", None)
+
+    def channel_groups(self, site: str, kind: str) -> torch.Tensor:
+        raise UnsupportedError(f"Mamba1 has no {kind!r} grouping of {site!r}")
 
     def _gate(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """y * S-SiLU(z) when smoothed (the scan did not gate)."""
@@ -180,7 +183,7 @@ class QuantMamba1Mixer(nn.Module):
             q.gate_smooth = fp.gate_smooth.detach().float().clone()
         for site, value in scales.items():
             if site != "in_proj.input":
-                getattr(q, _scale_name(site)).fill_(float(value))
+                fit_scale(value, getattr(q, _scale_name(site)))
         q.out_hadamard = fp.out_hadamard
         return q
 

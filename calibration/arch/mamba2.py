@@ -23,7 +23,7 @@ from jetmamba.calibration.arch.base import (
     require_silu,
 )
 from jetmamba.calibration.functional import causal_conv1d, gated_rms_norm, ssd_scan, ssd_state_update
-from jetmamba.calibration.qlayers import QuantLinear, rtn_int8, scale_buffer
+from jetmamba.calibration.qlayers import QuantLinear, fit_scale, rtn_int8, scale_buffer
 from jetmamba.compiler.ops.quant import quantize
 from jetmamba.compiler.ops.reference import causal_conv1d_quant, gated_rms_norm_quant, ssd_scan_quant
 from jetmamba.errors import CheckpointError, UnsupportedError
@@ -90,6 +90,19 @@ class Mamba2Mixer(Mixer):
         self.D = nn.Parameter(torch.ones(c.n_heads, **f32))
         self.norm = GatedRMSNorm(c.d_inner, c.gate_eps, c.d_inner // c.n_groups, **kw)
         self.out_proj = nn.Linear(c.d_inner, c.d_model, bias=c.proj_bias, **kw)
+        self.x_clusters: torch.Tensor | None = None  # set by Quamba2's reordering: cluster id per x channel
+
+    def channel_groups(self, site: str, kind: str) -> torch.Tensor:
+        """Group id of every channel of ``site`` for per-group scales: ``ssd_group`` (B, C: one scale
+        per SSD group) or ``clusters`` (x: Quamba2's head/channel clusters, after reordering)."""
+        c = self.c
+        if kind == "ssd_group" and site in ("B", "C"):
+            return torch.arange(c.n_groups * c.d_state) // c.d_state
+        if kind == "clusters" and site == "x":
+            if self.x_clusters is None:
+                raise UnsupportedError("per-cluster x scales need Quamba2's reordering first")
+            return self.x_clusters.cpu()
+        raise UnsupportedError(f"Mamba2 has no {kind!r} grouping of {site!r}")
 
     def smooth_out_proj_input(self, s: torch.Tensor) -> None:
         """out_proj's input is the gated norm's output: its weight / s, out_proj columns * s."""
@@ -199,8 +212,7 @@ class QuantMamba2Mixer(nn.Module):
         q.out_proj = QuantLinear.from_weight(fp.out_proj.weight, fp.out_proj.bias, per_channel)
         for site, buf in (("x", "x_scale"), ("B", "B_scale"), ("C", "C_scale"), ("z", "z_scale"),
                           ("xBC", "xBC_scale"), ("out_proj.input", "out_proj_input_scale")):  # fmt: skip
-            target = getattr(q, buf)
-            target.copy_(torch.as_tensor(scales[site], dtype=torch.float32).expand_as(target))
+            fit_scale(scales[site], getattr(q, buf))
         q.out_hadamard = fp.out_hadamard
         return q
 

@@ -15,7 +15,7 @@ from jetmamba.calibration.quantize import quantize_model, transform
 from jetmamba.calibration.quantized import QuantizedModel
 from jetmamba.calibration.recipes import RECIPES, get_recipe
 from jetmamba.calibration.tokenizer import ByteTokenizer
-from jetmamba.errors import CheckpointError, UsageError
+from jetmamba.errors import CheckpointError, UnsupportedError, UsageError
 
 BOUND = 0.03  # tests assert every recipe but naive within 3 % of fp32 perplexity (docs record the figures)
 
@@ -54,7 +54,7 @@ def test_quamba_within_bound(quamba, mamba1, data):
     assert abs(_rel(quamba, mamba1, data[1])) <= BOUND
 
 
-@pytest.mark.parametrize("name", ["w8a8-naive", "w8a8-quamba", "w8a8-mambaquant"])
+@pytest.mark.parametrize("name", ["w8a8-naive", "w8a8-quamba", "w8a8-mambaquant", "w8a8-quamba2"])
 def test_mamba2_recipes_within_bound(mamba2, data, name, tmp_path):
     q = quantize_model(mamba2, RECIPES[name], data[0], show_progress=False)
     assert abs(_rel(q, mamba2, data[1])) <= BOUND
@@ -81,6 +81,10 @@ def test_transforms_of_every_recipe_preserve_the_function(request, fixture, data
     with torch.no_grad():
         ref = model(ids)
         for recipe in RECIPES.values():
+            if model.config.arch not in recipe.archs:
+                with pytest.raises(UnsupportedError):
+                    transform(model, recipe, data[0][:4], show_progress=False)
+                continue
             out = transform(model, recipe, data[0][:4], show_progress=False)(ids)
             assert float((out - ref).abs().max()) <= 1e-4 * float(ref.abs().max()), recipe.name
 
@@ -149,3 +153,14 @@ def test_outlier_channels_hard_case(mamba1, data):
     for name in ("w8a8-quamba", "w8a8-mambaquant"):
         q = quantize_model(hard, RECIPES[name], data[0], show_progress=False)
         assert abs(_rel(q, hard, data[1])) <= BOUND, name
+
+
+def test_quamba2_scales_per_cluster_and_group(mamba2, data):
+    q = quantize_model(mamba2, RECIPES["w8a8-quamba2"], data[0], show_progress=False)
+    m = q.layers[0].mixer
+    c = mamba2.config
+    assert m.x_scale.unique().numel() > 1  # one scale per cluster, not per tensor
+    assert m.x_scale.unique().numel() <= c.n_groups * 4 * 4
+    assert m.B_scale.shape == (c.n_groups,)
+    with pytest.raises(UsageError, match="does not apply to mamba1"):
+        get_recipe("w8a8-quamba2", "mamba1")

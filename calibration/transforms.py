@@ -147,6 +147,21 @@ def smooth_out_proj(model: MambaLM, act_max: list[torch.Tensor], alpha: float = 
     return out
 
 
+def smooth_ssm_state(model: MambaLM, scales: list[torch.Tensor]) -> MambaLM:
+    """MambaQuant's per-state smoothing of the SSM output contraction (Mamba1), per layer: B rows
+    of x_proj / s, C rows * s, so the scan carries h / s and y = h C is unchanged. MambaQuant
+    corrects an incoming state at the first step (log(1/s) added to the first decay); here the
+    mixer converts states at its boundary (in: / s, out: * s), which is the same correction and
+    keeps chunked prefill and decode exact. (MambaQuant pairs it with quantizing h per token;
+    jetmamba keeps h in fp16, so no recipe uses it by default.)"""
+    if model.config.arch != "mamba1":
+        raise UnsupportedError(f"per-state smoothing is defined for Mamba1's x_proj; this model is {model.config.arch}")
+    out = copy.deepcopy(model)
+    for block, s in zip(out.layers, scales, strict=True):
+        block.mixer.smooth_ssm_state(s)
+    return out
+
+
 # ---------------------------------------------------------------- Quamba2
 
 

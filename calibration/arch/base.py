@@ -94,7 +94,13 @@ class Mixer(nn.Module):
 
     def has_online_transforms(self) -> bool:
         """True when the mixer computes something no checkpoint format can express."""
-        return self.out_hadamard or getattr(self, "gate_smooth", None) is not None
+        return any(
+            [
+                self.out_hadamard,
+                getattr(self, "gate_smooth", None) is not None,
+                getattr(self, "state_scale", None) is not None,
+            ]
+        )
 
     def smooth_out_proj_input(self, s: torch.Tensor) -> None:
         """Divide out_proj's input by ``s`` (per channel) and multiply out_proj's columns by it,

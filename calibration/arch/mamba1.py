@@ -65,9 +65,33 @@ class Mamba1Mixer(Mixer):
         self.out_proj = nn.Linear(c.d_inner, c.d_model, bias=c.proj_bias, **kw)
         # MambaQuant's S-SiLU: with a smoothing s the gate is z * sigmoid(s * z) (s = None: SiLU)
         self.register_buffer("gate_smooth", None)
+        # MambaQuant's per-state smoothing (B / s, C * s): the scan runs on h / s; states coming in
+        # are divided by s and states going out multiplied by it (the first-step correction)
+        self.register_buffer("state_scale", None)
 
     def channel_groups(self, site: str, kind: str) -> torch.Tensor:
         raise UnsupportedError(f"Mamba1 has no {kind!r} grouping of {site!r}")
+
+    def smooth_ssm_state(self, s: torch.Tensor) -> None:
+        """x_proj's B rows / s and C rows * s (s per state): y = sum_n h_n C_n is unchanged, the
+        scan carries h / s. FalconMamba's RMSNorm of B and C does not commute with it."""
+        if self.bcdt_rms_eps is not None:
+            raise UnsupportedError("FalconMamba normalises B and C after x_proj: per-state smoothing does not apply")
+        s = s.double().to(self.D.device)
+        r, n = self.dt_rank, self.d_state
+        with torch.no_grad():
+            w = self.x_proj.weight.double().clone()
+            w[r : r + n] /= s[:, None]
+            w[r + n :] *= s[:, None]
+            self.x_proj.weight.copy_(w.to(self.x_proj.weight.dtype))
+        prev = torch.ones_like(s, dtype=torch.float32) if self.state_scale is None else self.state_scale
+        self.state_scale = (prev.double() * s).float()
+
+    def _state_in(self, h0):
+        return h0 if h0 is None or self.state_scale is None else h0 / self.state_scale
+
+    def _state_out(self, h):
+        return h if self.state_scale is None else h * self.state_scale
 
     def _gate(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """y * S-SiLU(z) when smoothed (the scan did not gate)."""
@@ -109,11 +133,13 @@ class Mamba1Mixer(Mixer):
         x = self.site("u", x.to(h.dtype))
         dt, B, C = self._ssm_inputs(x)
         A = -torch.exp(self.A_log.float())
-        h0 = None if state is None else state.ssm
+        h0 = self._state_in(None if state is None else state.ssm)
         gate = z if self.gate_smooth is None else None
         y, ssm_state = selective_scan(x, dt, A, B, C, self.D, gate, h0, self.dt_proj.bias, True, impl=scan_impl)
         y = self._gate(y, z)
-        return self.out_proj(self.rotate_out(y).to(h.dtype)), LayerState(conv_state.to(h.dtype), ssm_state)
+        return self.out_proj(self.rotate_out(y).to(h.dtype)), LayerState(
+            conv_state.to(h.dtype), self._state_out(ssm_state)
+        )
 
     def step(self, h, state):
         x, z = self.in_proj(h).split(self.d_inner, dim=-1)
@@ -122,9 +148,11 @@ class Mamba1Mixer(Mixer):
         dt, B, C = self._ssm_inputs(x)
         A = -torch.exp(self.A_log.float())
         gate = z if self.gate_smooth is None else None
-        y, ssm_state = selective_state_update(x, dt, A, B, C, self.D, gate, state.ssm, self.dt_proj.bias, True)
+        h0 = self._state_in(state.ssm)
+        y, ssm_state = selective_state_update(x, dt, A, B, C, self.D, gate, h0, self.dt_proj.bias, True)
         y = self._gate(y, z)
-        return self.out_proj(self.rotate_out(y).to(h.dtype)), LayerState(conv_state.to(h.dtype), ssm_state.float())
+        out_state = self._state_out(ssm_state.float())
+        return self.out_proj(self.rotate_out(y).to(h.dtype)), LayerState(conv_state.to(h.dtype), out_state)
 
     @torch.no_grad()
     def reset_parameters(self, generator):

@@ -15,6 +15,7 @@ from jetmamba.calibration.transforms import (
     rotate_dt_rank,
     rotate_residual,
     smooth_out_proj,
+    smooth_ssm_state,
 )
 from jetmamba.errors import UnsupportedError
 
@@ -131,3 +132,23 @@ def test_smooth_out_proj(model):
     torch.testing.assert_close(step, full[:, 8], atol=1e-4, rtol=0)
     with pytest.raises(UnsupportedError, match="before the Hadamard"):
         smooth_out_proj(hadamard_before_out_proj(model), act)
+
+
+def test_smooth_ssm_state_with_state_boundary_correction(mamba1_fixture, mamba2_fixture):
+    model = load_model(mamba1_fixture)
+    n = model.config.d_state
+    g = torch.Generator().manual_seed(4)
+    scales = [torch.rand(n, generator=g, dtype=torch.float64) * 4 + 0.1 for _ in model.layers]
+    smoothed = smooth_ssm_state(model, scales)
+    _check_same(model, smoothed, IDS)
+    with torch.no_grad():  # states handed between calls keep the original basis: chunked prefill and decode exact
+        _, st_ref = model.prefill(IDS[:, :30])
+        _, st = smoothed.prefill(IDS[:, :30])
+        torch.testing.assert_close(st.layers[0].ssm, st_ref.layers[0].ssm, atol=1e-4, rtol=1e-4)
+        full = smoothed(IDS[:, :41])
+        second, st = smoothed.prefill(IDS[:, 30:40], st)
+        step, _ = smoothed.step(IDS[:, 40], st)
+    torch.testing.assert_close(second, full[:, 30:40], atol=2e-4, rtol=0)
+    torch.testing.assert_close(step, full[:, 40], atol=2e-4, rtol=0)
+    with pytest.raises(UnsupportedError, match="Mamba1"):
+        smooth_ssm_state(load_model(mamba2_fixture), scales)

@@ -232,11 +232,13 @@ def load_model(
     device: str | torch.device = "cpu",
     scan_impl: str = "auto",
     show_progress: bool = False,
+    compute_dtype: torch.dtype | None = None,
 ) -> MambaLM:
     """Load a checkpoint into a :class:`MambaLM` (eval mode) in ``dtype`` on ``device``.
 
-    SSM parameters (A_log, D, dt_bias) stay fp32 whatever ``dtype`` is. ``show_progress`` shows
-    a bar over the tensors on stderr (on a terminal), for checkpoints that take a while.
+    SSM parameters (A_log, D, dt_bias) stay fp32 whatever ``dtype`` is; ``compute_dtype`` runs each
+    block in that dtype instead (weights stay in ``dtype``). ``show_progress`` shows a bar over the
+    tensors on stderr (on a terminal), for checkpoints that take a while.
     """
     ckpt = spec if isinstance(spec, Checkpoint) else open_checkpoint(spec)
     config = ckpt.config
@@ -255,7 +257,7 @@ def load_model(
             raise CheckpointError(f"weights: {key} has dtype {t.dtype}; Mamba weights are floating point")
 
     with torch.device("meta"):
-        model = MambaLM(config, dtype=dtype, scan_impl=scan_impl)
+        model = MambaLM(config, dtype=dtype, scan_impl=scan_impl, compute_dtype=compute_dtype)
     target = {k: v.dtype for k, v in model.state_dict().items()}
     state = {name: tensors[key].to(device=device, dtype=target[name]) for name, key in mapping.items()}
     model.load_state_dict(state, strict=True, assign=True)

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +19,8 @@ from torch import nn
 
 from jetmamba.calibration.arch import LayerState, ModelConfig, adapter_for
 from jetmamba.calibration.arch.base import RMSNorm
+
+_HEAD_CHUNK_ROWS = 8192  # LM head rows upcast at a time when compute_dtype differs from the weights
 
 
 @dataclass
@@ -53,11 +56,17 @@ class MambaLM(nn.Module):
     implementation (``auto``, ``native``, ``parallel``/``chunked``, ``ref``).
     """
 
-    def __init__(self, config: ModelConfig, *, dtype: torch.dtype = torch.float32, device=None, scan_impl="auto"):
+    def __init__(
+        self, config: ModelConfig, *, dtype: torch.dtype = torch.float32, device=None, scan_impl="auto",
+        compute_dtype: torch.dtype | None = None,
+    ):  # fmt: skip
         super().__init__()
         self.config = config
         self.adapter = adapter_for(config)
         self.scan_impl = scan_impl
+        # compute_dtype: weights are held in `dtype` but each block runs in compute_dtype, upcast
+        # one block at a time (a large model calibrated on a CPU machine: fp16 memory, fp32 maths)
+        self.compute_dtype = compute_dtype
         kw = {"dtype": dtype, "device": device}
         self.embedding = nn.Embedding(config.vocab_size, config.d_model, **kw)
         self.layers = nn.ModuleList(
@@ -104,14 +113,23 @@ class MambaLM(nn.Module):
     def _logits(self, residual: torch.Tensor) -> torch.Tensor:
         hidden = self.norm_f(residual)
         w = self.lm_head_weight
-        return F.linear(hidden.to(w.dtype), w).float()
+        if self.compute_dtype is None or w.dtype == self.compute_dtype:
+            return F.linear(hidden.to(w.dtype), w).float()
+        # a vocab x d_model head upcast whole would be the largest transient of a calibration run
+        hidden = hidden.to(self.compute_dtype)
+        return torch.cat(
+            [F.linear(hidden, rows.to(self.compute_dtype)).float() for rows in w.split(_HEAD_CHUNK_ROWS)], dim=-1
+        )
 
     def _run_blocks(self, hidden: torch.Tensor, state: ModelState | None, run_mixer):
+        if self.compute_dtype is not None:
+            hidden = hidden.to(self.compute_dtype)
         residual = hidden
         new_layers = []
         for i, block in enumerate(self.layers):
-            normed = block.norm(residual.to(block.norm.weight.dtype))
-            out, layer_state = run_mixer(block.mixer, normed, None if state is None else state.layers[i])
+            with upcast(block, self.compute_dtype):
+                normed = block.norm(residual.to(block.norm.weight.dtype))
+                out, layer_state = run_mixer(block.mixer, normed, None if state is None else state.layers[i])
             if self.config.residual_in_fp32:
                 residual = residual.float()
             residual = residual + out
@@ -130,6 +148,13 @@ class MambaLM(nn.Module):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """input_ids: [b, l] -> logits [b, l, vocab] (fp32), from a zero state."""
         return self.prefill(input_ids)[0]
+
+    def run_blocks(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The residual stream after the last block (no final norm, no LM head): what a calibration
+        pass needs, without materialising [b, l, vocab] logits."""
+        return self._run_blocks(
+            self.embedding(input_ids), None, lambda mixer, h, s: mixer(h, s, scan_impl=self.scan_impl)
+        )[0]
 
     def step(self, input_ids: torch.Tensor, state: ModelState):
         """input_ids: [b] (one token per sequence) -> (logits [b, vocab] fp32, next state)."""
@@ -151,3 +176,23 @@ class MambaLM(nn.Module):
         if self.lm_head is not None:
             self.lm_head.weight.normal_(0.0, 0.02, generator=g)
         return self
+
+
+@contextlib.contextmanager
+def upcast(module: nn.Module, dtype: torch.dtype | None):
+    """Run ``module`` with its floating parameters in ``dtype``; the originals are put back as they
+    were (not re-rounded), so memory holds one upcast block at a time."""
+    if dtype is None:
+        yield
+        return
+    saved = {}
+    for name, p in module.named_parameters():
+        if p.is_floating_point() and p.dtype != dtype:
+            saved[name] = p.data
+            p.data = p.data.to(dtype)
+    try:
+        yield
+    finally:
+        params = dict(module.named_parameters())
+        for name, data in saved.items():
+            params[name].data = data

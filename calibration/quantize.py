@@ -12,13 +12,14 @@
 
 from __future__ import annotations
 
+import copy
 import time
 
 import torch
 
 from jetmamba.calibration.cluster import sort_and_cluster
 from jetmamba.calibration.hadamard import random_hadamard
-from jetmamba.calibration.model import MambaLM
+from jetmamba.calibration.model import MambaLM, upcast
 from jetmamba.calibration.observers import AbsMax, ChannelMeanAbs, Covariance, Percentile
 from jetmamba.calibration.quantized import Provenance, QuantizedModel
 from jetmamba.calibration.recipes import Recipe
@@ -38,18 +39,19 @@ from jetmamba.progress import progress
 
 def transform(
     model: MambaLM, recipe: Recipe, windows: torch.Tensor | None = None, *, batch_size: int = 8,
-    show_progress: bool = True,
+    show_progress: bool = True, inplace: bool = False,
 ) -> MambaLM:  # fmt: skip
-    """The recipe's function-preserving rewrites, in order; the input model is not modified.
+    """The recipe's function-preserving rewrites, in order; the input model is not modified unless
+    ``inplace`` (then it is rewritten and returned: one copy of a large model in memory).
 
     Rewrites that depend on activations (KLT, smoothing) take their statistics from one pass of
     ``windows`` through the norm-fused model (internal activations do not depend on how the
     residual stream is rotated, so one pass serves them all)."""
     if model.config.arch not in recipe.archs:
         raise UnsupportedError(f"recipe {recipe.name} does not apply to {model.config.arch} models")
-    m = model
+    m = model if inplace else copy.deepcopy(model)
     if recipe.fuse_norms or recipe.residual_rotation:
-        m = fuse_norms(m)
+        m = fuse_norms(m, inplace=True)
     dt_klt = recipe.dt_rotation == "klt" and "dt_r" in m.adapter.sites
     wanted = [{} for _ in m.layers]
     ssm_input = m.adapter.site_roles["ssm_input"]
@@ -67,25 +69,27 @@ def transform(
             raise ValueError(f"recipe {recipe.name} needs calibration windows for its rotations")
         observe(m, windows, wanted, batch_size=batch_size, show_progress=show_progress, desc="statistics")
     if recipe.residual_rotation == "hadamard":
-        m = rotate_residual(m, random_hadamard(m.config.d_model, seed=recipe.seed))
+        m = rotate_residual(m, random_hadamard(m.config.d_model, seed=recipe.seed), inplace=True)
     elif recipe.residual_rotation == "klt":
-        m = rotate_residual(m, klt_rotation(wanted[0]["in_proj.input"].covariance(), seed=recipe.seed))
+        m = rotate_residual(m, klt_rotation(wanted[0]["in_proj.input"].covariance(), seed=recipe.seed), inplace=True)
     elif recipe.residual_rotation is not None:
         raise ValueError(f"unknown residual rotation {recipe.residual_rotation!r}")
     if dt_klt:
         m = rotate_dt_rank(m, [klt_rotation(obs["dt_r"].covariance(), seed=recipe.seed + 1 + i)
-                               for i, obs in enumerate(wanted)])  # fmt: skip
+                               for i, obs in enumerate(wanted)], inplace=True)  # fmt: skip
     if recipe.smooth_out_proj is not None:
-        m = smooth_out_proj(m, [obs["out_proj.input"].result() for obs in wanted], alpha=recipe.smooth_out_proj)
+        act = [obs["out_proj.input"].result() for obs in wanted]
+        m = smooth_out_proj(m, act, alpha=recipe.smooth_out_proj, inplace=True)
     if recipe.sort_and_cluster is not None:
         heads, dims = recipe.sort_and_cluster
         c = m.config
         m = reorder_mamba2(
             m, [sort_and_cluster(obs[ssm_input].result(), c.n_heads, c.head_dim, c.n_groups, heads, dims)
                 for obs in wanted],
+            inplace=True,
         )  # fmt: skip
     if recipe.out_hadamard:
-        m = hadamard_before_out_proj(m)
+        m = hadamard_before_out_proj(m, inplace=True)
     return m
 
 
@@ -132,7 +136,7 @@ def observe(model: MambaLM, windows: torch.Tensor, observers: list[dict], *, bat
         with progress(total=windows.shape[0], desc=desc, unit="win", disable=not show_progress) as bar:
             for start in range(0, windows.shape[0], batch_size):
                 batch = windows[start : start + batch_size].to(model.device)
-                model(batch)
+                model.run_blocks(batch)
                 bar.update(batch.shape[0])
     finally:
         for block in model.layers:
@@ -160,6 +164,15 @@ def calibrate(
     return stats
 
 
+def check_finite_weights(model: torch.nn.Module) -> None:
+    """Refuse a model with a NaN or Inf weight, naming the tensor: a scale computed from it would
+    be NaN and every activation after it too, far from where the fault is."""
+    for name, t in model.state_dict().items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise DataError(f"non-finite weight (NaN or Inf): {name} has {bad} of {t.numel()} values NaN or Inf")
+
+
 def quantize_model(
     model: MambaLM,
     recipe: Recipe,
@@ -169,16 +182,24 @@ def quantize_model(
     batch_size: int = 8,
     show_progress: bool = True,
     provenance: dict | None = None,
+    inplace: bool = False,
 ) -> QuantizedModel:
-    """Transform, calibrate on ``windows`` and quantize ``model`` (fp32) with ``recipe``."""
+    """Transform, calibrate on ``windows`` and quantize ``model`` with ``recipe``.
+
+    ``inplace``: the model is the quantizer's to consume (rewritten, then each layer released as
+    soon as it is quantized), so peak memory stays near one copy of the model; with
+    ``model.compute_dtype`` set the fp weights can be held in fp16 and every block runs in fp32."""
     start = time.perf_counter()
     if windows.numel() == 0:
         raise DataError("no calibration windows")
-    fp = transform(model.float(), recipe, windows, batch_size=batch_size, show_progress=show_progress)
+    check_finite_weights(model)
+    fp = transform(model, recipe, windows, batch_size=batch_size, show_progress=show_progress, inplace=inplace)
     stats = calibrate(fp, windows, recipe, batch_size=batch_size, show_progress=show_progress)
-    q = QuantizedModel(fp.config, recipe.to_dict(), act_dtype=act_dtype, device=fp.device)
-    q.embedding = fp.embedding.weight.detach().float().clone()
-    q.lm_head = fp.lm_head_weight.detach().float().clone()
+    # built on the meta device, every tensor assigned below: the int8 model grows while the fp
+    # layers are released, instead of a zero-filled copy of it existing next to the fp model
+    q = QuantizedModel(fp.config, recipe.to_dict(), act_dtype=act_dtype, device="meta")
+    q.embedding = fp.embedding.weight.detach().to(act_dtype).clone()
+    q.lm_head = fp.lm_head_weight.detach().to(act_dtype).clone()
     q.norm_f_weight = fp.norm_f.weight.detach().float().clone()
     saturation = {}
     for i, (block, qblock) in enumerate(zip(fp.layers, q.layers, strict=True)):
@@ -190,8 +211,11 @@ def quantize_model(
             if saturated:
                 saturation[s.name] = saturated
         qblock.norm_weight = block.norm.weight.detach().float().clone()
-        qblock.in_scale.fill_(float(scales["in_proj.input"]))
-        qblock.mixer = fp.adapter.quantize_mixer(block.mixer, scales, recipe.to_dict(), act_dtype=act_dtype)
+        qblock.in_scale = torch.tensor(float(scales["in_proj.input"]), device=fp.device)
+        with upcast(block, fp.compute_dtype):
+            qblock.mixer = fp.adapter.quantize_mixer(block.mixer, scales, recipe.to_dict(), act_dtype=act_dtype)
+        if inplace:
+            fp.layers[i] = torch.nn.Module()  # release the fp layer: its int8 twin now exists
     q.provenance = Provenance(
         calibration={"windows": int(windows.shape[0]), "seq_len": int(windows.shape[1]), **(provenance or {})},
         saturation=saturation,
@@ -208,10 +232,16 @@ def self_calibration_windows(model: MambaLM, count: int, length: int, seed: int 
     g = torch.Generator().manual_seed(seed)
     tokens = torch.randint(0, model.config.vocab_size, (count,), generator=g)
     out = [tokens]
-    logits, state = model.prefill(tokens[:, None].to(model.device))
-    for _ in range(length - 1):
-        probs = torch.softmax(logits[:, -1].float().cpu() if logits.ndim == 3 else logits.float().cpu(), -1)
-        tokens = torch.multinomial(probs, 1, generator=g).squeeze(-1)
-        out.append(tokens)
-        logits, state = model.step(tokens.to(model.device), state)
+    # sampled text needs no fp32 maths: with weights held in fp16, upcasting every block at every
+    # step would cost more than the step itself, so the model runs in its weights' dtype here
+    compute_dtype, model.compute_dtype = model.compute_dtype, None
+    try:
+        logits, state = model.prefill(tokens[:, None].to(model.device))
+        for _ in range(length - 1):
+            probs = torch.softmax(logits[:, -1].float().cpu() if logits.ndim == 3 else logits.float().cpu(), -1)
+            tokens = torch.multinomial(probs, 1, generator=g).squeeze(-1)
+            out.append(tokens)
+            logits, state = model.step(tokens.to(model.device), state)
+    finally:
+        model.compute_dtype = compute_dtype
     return torch.stack(out, dim=1)

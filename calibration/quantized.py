@@ -70,13 +70,15 @@ class QuantizedModel(nn.Module):
         self.act_dtype = act_dtype
         self.adapter = adapter_for(config)
         self.provenance = Provenance()
-        self.register_buffer("embedding", torch.zeros(config.vocab_size, config.d_model, device=device))
+        # fp tensors of the deployed graph are held in its activation dtype
+        table = (config.vocab_size, config.d_model)
+        self.register_buffer("embedding", torch.zeros(table, dtype=act_dtype, device=device))
         self.layers = nn.ModuleList(
             QuantBlock(config, self.adapter.quantized_mixer(config, recipe, act_dtype=act_dtype, device=device), device)
             for _ in range(config.n_layer)
         )
         self.register_buffer("norm_f_weight", torch.ones(config.d_model, device=device))
-        self.register_buffer("lm_head", torch.zeros(config.vocab_size, config.d_model, device=device))
+        self.register_buffer("lm_head", torch.zeros(table, dtype=act_dtype, device=device))
 
     @property
     def device(self) -> torch.device:
@@ -104,7 +106,7 @@ class QuantizedModel(nn.Module):
             layers.append(layer_state)
         residual = self.round_act(residual + out)
         hidden = self.round_act(rms_norm(residual, self.norm_f_weight, self.config.norm_eps))
-        return torch.nn.functional.linear(hidden, self.lm_head), ModelState(layers)
+        return torch.nn.functional.linear(hidden, self.lm_head.float()), ModelState(layers)
 
     @torch.inference_mode()
     def prefill(self, input_ids: torch.Tensor, state: ModelState | None = None):

@@ -1,4 +1,5 @@
-"""Function-preserving rewrites of the fp model: each returns a new MambaLM with the same logits.
+"""Function-preserving rewrites of the fp model: each returns a MambaLM with the same logits, a new
+one unless ``inplace`` (the quantizer rewrites its own copy in place: a large model once in memory).
 
 Maths is fp64 inside, the result is cast back to the model's dtype; tensors stay on the device
 they were on. The residual-stream rewrites touch only the projections every Mamba family has
@@ -27,12 +28,24 @@ def _set(param: torch.nn.Parameter, value: torch.Tensor) -> None:
         param.copy_(value.to(param.dtype))
 
 
+_CHUNK_ROWS = 4096  # rows rotated at a time: a vocab x d_model table in fp64 would be ~1 GB at once
+
+
+def _right_multiply_(param: torch.nn.Parameter, R: torch.Tensor) -> None:
+    """param <- param @ R in fp64, a block of rows at a time (bounded extra memory)."""
+    with torch.no_grad():
+        for start in range(0, param.shape[0], _CHUNK_ROWS):
+            rows = param[start : start + _CHUNK_ROWS]
+            rows.copy_((rows.double() @ R).to(param.dtype))
+
+
 def _untie(model: MambaLM) -> None:
     """Give the model its own LM head (a copy of the embedding) so the two can be changed apart."""
     if model.lm_head is None:
         w = model.embedding.weight
-        model.lm_head = torch.nn.Linear(w.shape[1], w.shape[0], bias=False, dtype=w.dtype, device=w.device)
-        _set(model.lm_head.weight, w.detach().double())
+        with torch.device("meta"):  # no throwaway initialisation of a vocab x d_model matrix
+            model.lm_head = torch.nn.Linear(w.shape[1], w.shape[0], bias=False, dtype=w.dtype)
+        model.lm_head.weight = torch.nn.Parameter(w.detach().clone(), requires_grad=w.requires_grad)
         model.config = dataclasses.replace(model.config, tie_embeddings=False)
 
 
@@ -41,24 +54,24 @@ def norms_are_fused(model: MambaLM) -> bool:
     return all(bool((w == 1).all()) for w in ones)
 
 
-def fuse_norms(model: MambaLM) -> MambaLM:
+def fuse_norms(model: MambaLM, *, inplace: bool = False) -> MambaLM:
     """in_proj.W <- in_proj.W diag(norm.w); lm_head.W <- lm_head.W diag(norm_f.w); norms <- 1.
 
     Unties the LM head from the embedding (the embedding still feeds the unfused stream).
     """
-    out = copy.deepcopy(model)
+    out = model if inplace else copy.deepcopy(model)
     for block in out.layers:
         w = block.norm.weight.detach().double()
         _set(block.mixer.in_proj.weight, block.mixer.in_proj.weight.detach().double() * w)
         _set(block.norm.weight, torch.ones_like(w))
     _untie(out)
     w = out.norm_f.weight.detach().double()
-    _set(out.lm_head.weight, out.lm_head.weight.detach().double() * w)
+    _right_multiply_(out.lm_head.weight, torch.diag(w))
     _set(out.norm_f.weight, torch.ones_like(w))
     return out
 
 
-def rotate_residual(model: MambaLM, R: torch.Tensor) -> MambaLM:
+def rotate_residual(model: MambaLM, R: torch.Tensor, *, inplace: bool = False) -> MambaLM:
     """Rewrite the model so that its residual stream is h R (R orthogonal, d_model x d_model).
 
     RMSNorm commutes with R only when it has no weight, so the norms must be fused first.
@@ -70,25 +83,25 @@ def rotate_residual(model: MambaLM, R: torch.Tensor) -> MambaLM:
     R = R.to(dtype=torch.float64, device=model.device)
     if R.shape != (d, d) or not torch.allclose(R @ R.t(), torch.eye(d, dtype=R.dtype, device=R.device), atol=1e-8):
         raise UnsupportedError(f"rotate_residual needs an orthogonal {d} x {d} matrix")
-    out = copy.deepcopy(model)
+    out = model if inplace else copy.deepcopy(model)
     _untie(out)
-    _set(out.embedding.weight, out.embedding.weight.detach().double() @ R)
-    _set(out.lm_head.weight, out.lm_head.weight.detach().double() @ R)
+    _right_multiply_(out.embedding.weight, R)
+    _right_multiply_(out.lm_head.weight, R)
     for block in out.layers:
         m = block.mixer
-        _set(m.in_proj.weight, m.in_proj.weight.detach().double() @ R)
+        _right_multiply_(m.in_proj.weight, R)
         _set(m.out_proj.weight, R.t() @ m.out_proj.weight.detach().double())
         if m.out_proj.bias is not None:
             _set(m.out_proj.bias, m.out_proj.bias.detach().double() @ R)
     return out
 
 
-def hadamard_before_out_proj(model: MambaLM) -> MambaLM:
+def hadamard_before_out_proj(model: MambaLM, *, inplace: bool = False) -> MambaLM:
     """Quamba's online Hadamard: out_proj's input y becomes y' = y H^T / sqrt(n) (computed online,
     fused with its int8 quantization in the deployed graph) and out_proj W <- W H^T / sqrt(n)."""
     from jetmamba.calibration.hadamard import hadamard_transform
 
-    out = copy.deepcopy(model)
+    out = model if inplace else copy.deepcopy(model)
     for block in out.layers:
         m = block.mixer
         if m.out_hadamard:
@@ -115,13 +128,13 @@ def klt_rotation(covariance: torch.Tensor, seed: int = 0) -> torch.Tensor:
     return K @ random_hadamard(n, seed) if is_supported(n) else K
 
 
-def rotate_dt_rank(model: MambaLM, rotations: list[torch.Tensor]) -> MambaLM:
+def rotate_dt_rank(model: MambaLM, rotations: list[torch.Tensor], *, inplace: bool = False) -> MambaLM:
     """Mamba1's dt_rank space (x_proj's dt rows -> dt_proj): dt_r -> dt_r Q per layer, Q orthogonal.
     x_proj dt rows W <- Q^T W; dt_proj W <- W Q. (FalconMamba's weightless RMSNorm of dt_r commutes
     with Q.)"""
     if model.config.arch != "mamba1":
         raise UnsupportedError(f"{model.config.arch} has no dt_rank space (rotate_dt_rank is for Mamba1)")
-    out = copy.deepcopy(model)
+    out = model if inplace else copy.deepcopy(model)
     for block, Q in zip(out.layers, rotations, strict=True):
         m = block.mixer
         Q = Q.double().to(m.D.device)
@@ -133,12 +146,14 @@ def rotate_dt_rank(model: MambaLM, rotations: list[torch.Tensor]) -> MambaLM:
     return out
 
 
-def smooth_out_proj(model: MambaLM, act_max: list[torch.Tensor], alpha: float = 0.5, floor: float = 1e-2) -> MambaLM:
+def smooth_out_proj(
+    model: MambaLM, act_max: list[torch.Tensor], alpha: float = 0.5, floor: float = 1e-2, *, inplace: bool = False
+) -> MambaLM:
     """MambaQuant's smoothing of out_proj's input, per layer: s = act_max^alpha / w_max^(1 - alpha)
     (w_max the per-input-channel max |W| of out_proj), clamped >= floor; the input is divided by s
     upstream (each architecture's exact place: S-SiLU gate rows in Mamba1, the gated norm's
     weight in Mamba2) and out_proj's columns multiplied by it."""
-    out = copy.deepcopy(model)
+    out = model if inplace else copy.deepcopy(model)
     for block, a in zip(out.layers, act_max, strict=True):
         m = block.mixer
         w_max = m.out_proj.weight.detach().double().abs().amax(0).clamp_min(1e-8)
@@ -147,7 +162,7 @@ def smooth_out_proj(model: MambaLM, act_max: list[torch.Tensor], alpha: float = 
     return out
 
 
-def smooth_ssm_state(model: MambaLM, scales: list[torch.Tensor]) -> MambaLM:
+def smooth_ssm_state(model: MambaLM, scales: list[torch.Tensor], *, inplace: bool = False) -> MambaLM:
     """MambaQuant's per-state smoothing of the SSM output contraction (Mamba1), per layer: B rows
     of x_proj / s, C rows * s, so the scan carries h / s and y = h C is unchanged. MambaQuant
     corrects an incoming state at the first step (log(1/s) added to the first decay); here the
@@ -156,7 +171,7 @@ def smooth_ssm_state(model: MambaLM, scales: list[torch.Tensor]) -> MambaLM:
     jetmamba keeps h in fp16, so no recipe uses it by default.)"""
     if model.config.arch != "mamba1":
         raise UnsupportedError(f"per-state smoothing is defined for Mamba1's x_proj; this model is {model.config.arch}")
-    out = copy.deepcopy(model)
+    out = model if inplace else copy.deepcopy(model)
     for block, s in zip(out.layers, scales, strict=True):
         block.mixer.smooth_ssm_state(s)
     return out
@@ -165,7 +180,7 @@ def smooth_ssm_state(model: MambaLM, scales: list[torch.Tensor]) -> MambaLM:
 # ---------------------------------------------------------------- Quamba2
 
 
-def reorder_mamba2(model: MambaLM, clusterings: list) -> MambaLM:
+def reorder_mamba2(model: MambaLM, clusterings: list, *, inplace: bool = False) -> MambaLM:
     """Quamba2's offline reordering (per layer, from :func:`~jetmamba.calibration.cluster.sort_and_cluster`):
     channels of z, x, the gated norm and out_proj's input follow ``channel_index``; heads of dt,
     A_log, D and dt_bias follow ``head_index``. Heads stay inside their SSD group (and norm group),
@@ -173,7 +188,7 @@ def reorder_mamba2(model: MambaLM, clusterings: list) -> MambaLM:
     the cluster of each channel (``x_clusters``) for the per-cluster scales."""
     if model.config.arch != "mamba2":
         raise UnsupportedError(f"sort-and-cluster reorders Mamba2 heads; this model is {model.config.arch}")
-    out = copy.deepcopy(model)
+    out = model if inplace else copy.deepcopy(model)
     c = out.config
     for block, cl in zip(out.layers, clusterings, strict=True):
         m = block.mixer

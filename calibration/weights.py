@@ -45,6 +45,7 @@ ST_DTYPES: dict[str, tuple[torch.dtype, int]] = {
 class TensorInfo:
     dtype: torch.dtype
     shape: tuple[int, ...]
+    offset: int = 0  # of the data in the file (safetensors)
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
             )
         if end - begin != math.prod(shape) * itemsize:
             raise CheckpointError(f"{path}: tensor {name!r}: {end - begin} bytes do not hold shape {tuple(shape)}")
-        out[name] = TensorInfo(dtype, tuple(shape))
+        out[name] = TensorInfo(dtype, tuple(shape), 8 + n + begin)
     return out
 
 
@@ -169,14 +170,24 @@ def iter_tensors(weights: WeightFiles, names: set[str] | None = None) -> Iterato
 
 
 def _iter_safetensors(path: Path, names: set[str] | None):
-    from safetensors import SafetensorError, safe_open
+    """Read each tensor's bytes straight into its own tensor (offsets from the checked header).
 
+    Plain reads rather than a memory map: mapped file pages count as resident memory while the
+    map is open, which would double the peak when a large checkpoint is loaded."""
+    infos = read_safetensors_header(path)
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            for name in f.keys():
-                if names is None or name in names:
-                    yield name, f.get_tensor(name)
-    except (SafetensorError, OSError, RuntimeError) as exc:
+        with open(path, "rb") as f:
+            for name, info in infos.items():
+                if names is not None and name not in names:
+                    continue
+                t = torch.empty(info.shape, dtype=info.dtype)
+                buf = t.view(-1).view(torch.uint8).numpy() if t.numel() else None
+                if buf is not None:
+                    f.seek(info.offset)
+                    if f.readinto(buf) != buf.nbytes:
+                        raise CheckpointError(f"{path}: tensor {name!r} is truncated")
+                yield name, t
+    except OSError as exc:
         raise CheckpointError(f"{path}: cannot read tensors ({_reason(exc)})") from None
 
 

@@ -176,14 +176,27 @@ def _calibration_windows(args, model, tokenizer):
     return sample_windows(tokens, args.samples, args.calib_seq_len, args.seed), {"data": args.calib}
 
 
+def _quantizable(ckpt, args):
+    """The fp model as the quantizer takes it: weights held in fp16 (the precision they deploy in),
+    every block computed in fp32, one block upcast at a time, so a large model fits in memory."""
+    import torch
+
+    from jetmamba.calibration.checkpoint import load_model
+    from jetmamba.heap import return_freed_memory_promptly
+
+    return_freed_memory_promptly()
+    return load_model(ckpt, dtype=torch.float16, compute_dtype=torch.float32, show_progress=not args.quiet)
+
+
 def _quantize_one(args, ckpt, model, recipe_name, windows, calib_info):
+    """Quantize ``model`` (consumed: rewritten in place and released layer by layer)."""
     from jetmamba.calibration.quantize import quantize_model
     from jetmamba.calibration.recipes import get_recipe
 
     recipe = get_recipe(recipe_name, ckpt.config.arch)
     info = {**calib_info, "samples": args.samples, "seq_len": args.calib_seq_len, "seed": args.seed}
     q = quantize_model(
-        model, recipe, windows, batch_size=args.batch_size, show_progress=not args.quiet, provenance=info
+        model, recipe, windows, batch_size=args.batch_size, show_progress=not args.quiet, provenance=info, inplace=True
     )
     q.provenance.source = str(ckpt.path)
     return q
@@ -192,7 +205,7 @@ def _quantize_one(args, ckpt, model, recipe_name, windows, calib_info):
 def _quantize(args) -> int:
     from pathlib import Path
 
-    from jetmamba.calibration.checkpoint import load_model, open_checkpoint
+    from jetmamba.calibration.checkpoint import open_checkpoint
     from jetmamba.calibration.recipes import get_recipe
 
     out = Path(args.out)
@@ -202,10 +215,12 @@ def _quantize(args) -> int:
     if out.resolve() == ckpt.path.resolve():
         raise UsageError("--out must not be the checkpoint directory itself")
     get_recipe(args.recipe, ckpt.config.arch)  # refuse a bad recipe before any work
-    tokenizer = ckpt.tokenizer(args.tokenizer)
-    model = load_model(ckpt, show_progress=not args.quiet)
+    tokenizer = None if args.calib == "self" else ckpt.tokenizer(args.tokenizer)  # none needed to sample
+    model = _quantizable(ckpt, args)
+    n_params = model.num_parameters()
     windows, calib_info = _calibration_windows(args, model, tokenizer)
     q = _quantize_one(args, ckpt, model, args.recipe, windows, calib_info)
+    del model
     tok_file = ckpt.path / "tokenizer.json"
     q.save(out, tokenizer_file=tok_file if tok_file.is_file() else None)
     sat = q.provenance.saturation
@@ -215,7 +230,7 @@ def _quantize(args) -> int:
         "recipe": args.recipe,
         "seconds": q.provenance.seconds,
         "weight_bytes": q.weight_bytes(),
-        "fp16_weight_bytes": 2 * model.num_parameters(),
+        "fp16_weight_bytes": 2 * n_params,
         "calibration": q.provenance.calibration,
         "saturation": sat,
     }
@@ -225,7 +240,7 @@ def _quantize(args) -> int:
             f"quantized {ckpt.path.name} with {args.recipe} -> {out}  ({q.provenance.seconds:.1f} s)",
             f"  calibration  {windows.shape[0]} windows x {windows.shape[1]} tokens of {calib_info['data']} "
             f"(seed {args.seed})",
-            f"  weights      {q.weight_bytes() / 1e6:.2f} MB (fp16: {2 * model.num_parameters() / 1e6:.2f} MB)",
+            f"  weights      {q.weight_bytes() / 1e6:.2f} MB (fp16: {2 * n_params / 1e6:.2f} MB)",
             f"  saturation   {sum(sat.values())} calibration values clipped to int8 at {len(sat)} tensors"
             + (": " + ", ".join(f"{k} {v}" for k, v in worst) if worst else ""),
         ]
@@ -273,7 +288,7 @@ def _compare(args) -> int:
     windows, calib_info = _calibration_windows(args, model, tokenizer)
     for name in names:
         start = time.perf_counter()
-        q = _quantize_one(args, ckpt, model, name, windows, calib_info)
+        q = _quantize_one(args, ckpt, _quantizable(ckpt, args), name, windows, calib_info)
         ppl = perplexity(q, tokens, args.seq_len, show_progress=not args.quiet).perplexity
         rows.append({"recipe": name, "perplexity": ppl, "delta_percent": 100 * (ppl / base.perplexity - 1),
                      "weight_bytes": q.weight_bytes(), "seconds": time.perf_counter() - start})  # fmt: skip

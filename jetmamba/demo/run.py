@@ -7,7 +7,10 @@ its training text. Each stage that exists runs and is reported:
 1. load the checkpoint through the same loader users' checkpoints take;
 2. evaluate perplexity on the held-out sonnets (the ``eval`` protocol);
 3. check the decode path: prefill + single steps reproduce the full forward's logits;
-4. generate text with the state API and time prefill and decode on this CPU.
+4. generate text with the state API and time prefill and decode on this CPU;
+5. quantize it with every W8A8 recipe for its architecture, calibrated on text the model samples
+   itself (``--calib self``: the demo ships no calibration text), and compare each recipe's
+   held-out perplexity with the fp model's.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import json
 import platform
 import textwrap
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -33,6 +37,8 @@ DECODE_CHECK_TOLERANCE = 1e-3  # max |logit difference|, fp32
 PROMPT = "ROMEO:\n"
 NEW_TOKENS = 240
 TEMPERATURE = 0.8
+CALIB_WINDOWS, CALIB_SEQ_LEN = 64, 256  # self-sampled calibration text, bytes
+QUANT_TOLERANCE_PERCENT = 3.0  # a non-naive recipe further than this from fp fails the demo
 
 
 def model_dir() -> Path:
@@ -63,6 +69,31 @@ def decode_check(model, tokens: torch.Tensor) -> dict:
     }
 
 
+def quantize_compare(ckpt, tokens: torch.Tensor, base_ppl: float, seed: int, show_progress: bool) -> dict:
+    """Every W8A8 recipe of the model's architecture, calibrated on self-sampled text, evaluated on
+    the held-out tokens; what ``jetmamba compare --calib self`` does."""
+    from jetmamba.calibration.quantize import quantize_model, self_calibration_windows
+    from jetmamba.calibration.recipes import RECIPES
+
+    arch = ckpt.config.arch
+    windows = self_calibration_windows(load_model(ckpt), CALIB_WINDOWS, CALIB_SEQ_LEN, seed)
+    rows = []
+    for name, recipe in RECIPES.items():
+        if arch not in recipe.archs:
+            continue
+        start = time.perf_counter()
+        q = quantize_model(load_model(ckpt), recipe, windows, show_progress=show_progress, inplace=True)
+        ppl = perplexity(q, tokens, HELDOUT_SEQ_LEN, show_progress=show_progress).perplexity
+        delta = 100 * (ppl / base_ppl - 1)
+        rows.append({
+            "recipe": name, "perplexity": ppl, "delta_percent": delta, "weight_bytes": q.weight_bytes(),
+            "seconds": time.perf_counter() - start,
+            "ok": name == "w8a8-naive" or abs(delta) <= QUANT_TOLERANCE_PERCENT,
+        })  # fmt: skip
+    return {"calibration": f"{CALIB_WINDOWS} x {CALIB_SEQ_LEN} bytes sampled from the model (seed {seed})",
+            "tolerance_percent": QUANT_TOLERANCE_PERCENT, "recipes": rows}  # fmt: skip
+
+
 def run_demo(seed: int = 0, show_progress: bool = True) -> dict:
     ckpt = open_checkpoint(model_dir())
     training = json.loads((ckpt.path / "training.json").read_text(encoding="utf-8"))
@@ -73,6 +104,8 @@ def run_demo(seed: int = 0, show_progress: bool = True) -> dict:
     ppl = perplexity(model, tokens, HELDOUT_SEQ_LEN, show_progress=show_progress)
     check = decode_check(model, tokens)
     gen = generate(model, tokenizer.encode(PROMPT), NEW_TOKENS, temperature=TEMPERATURE, seed=seed)
+    quant = quantize_compare(ckpt, tokens, ppl.perplexity, seed, show_progress)
+    quant_ok = all(r["ok"] for r in quant["recipes"])
     final = training["history"][-1] if training.get("history") else {}
     report = {
         "jetmamba": __version__,
@@ -98,18 +131,29 @@ def run_demo(seed: int = 0, show_progress: bool = True) -> dict:
             "prefill_seconds": gen.prefill_seconds,
             "decode_tokens_per_second": gen.decode_tokens_per_second,
         },
-        "stages": {"load": "ok", "evaluate": "ok", "decode": "ok" if check["ok"] else "FAILED", "generate": "ok"},
-    }
+        "quantization": quant,
+        "stages": {
+            "load": "ok", "evaluate": "ok", "decode": "ok" if check["ok"] else "FAILED", "generate": "ok",
+            "quantize": "ok" if quant_ok else "FAILED",
+        },
+    }  # fmt: skip
     if not check["ok"]:
         raise JetmambaError(
             f"demo decode check failed: step logits differ from the full forward by {check['max_abs_logit_diff']:.3g} "
             f"(tolerance {DECODE_CHECK_TOLERANCE})"
         )
+    if not quant_ok:
+        bad = [r for r in quant["recipes"] if not r["ok"]]
+        raise JetmambaError(
+            "demo quantization check failed: "
+            + ", ".join(f"{r['recipe']} {r['delta_percent']:+.2f} %" for r in bad)
+            + f" perplexity vs fp (tolerance {QUANT_TOLERANCE_PERCENT} %)"
+        )
     return report
 
 
 def format_report(r: dict) -> str:
-    m, p, c, g = r["model"], r["perplexity"], r["decode_check"], r["generation"]
+    m, p, c, g, q = r["model"], r["perplexity"], r["decode_check"], r["generation"], r["quantization"]
     sample = textwrap.indent((g["prompt"] + g["text"]).rstrip(), "    | ")
     rate = p["tokens"] / p["seconds"] if p["seconds"] > 0 else float("nan")
     return "\n".join(
@@ -125,8 +169,15 @@ def format_report(r: dict) -> str:
             f"generate    {g['new_tokens']} bytes at {g['decode_tokens_per_second']:,.0f} tokens/s "
             f"(seed {g['seed']}, temperature {g['temperature']}):",
             sample,
+            f"quantize    W8A8 recipes, calibrated on {q['calibration']}; held-out perplexity:",
+            f"    {'fp32':<18} {p['perplexity']:8.3f}            {2 * m['parameters'] / 1e6:6.2f} MB (fp16)",
+            *(
+                f"    {x['recipe']:<18} {x['perplexity']:8.3f} {x['delta_percent']:+7.2f} %  "
+                f"{x['weight_bytes'] / 1e6:6.2f} MB  {x['seconds']:5.1f} s"
+                for x in q["recipes"]
+            ),
             "stages      "
             + "  ".join(f"{k}: {v}" for k, v in r["stages"].items())
-            + "  (quantize, compile and the Jetson runtime come in later versions)",
+            + "  (compile and the Jetson runtime come in later versions)",
         ]
     )

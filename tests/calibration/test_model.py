@@ -162,3 +162,30 @@ def test_observation_sites(request, fixture):
     assert all(shape[:2] == (2, 11) for _, shape in seen)
     with torch.no_grad():
         assert torch.equal(model(ids), observed)  # observing changes nothing
+
+
+@pytest.mark.parametrize("arch", ["mamba1", "mamba2"])
+def test_fp16_weights_with_fp32_compute(arch, monkeypatch):
+    """compute_dtype: blocks and LM head run in fp32 over fp16-held weights, equal to an fp32 model
+    holding the same (fp16-rounded) weights; the held weights stay fp16, the same tensors."""
+    import jetmamba.calibration.model as model_module
+
+    monkeypatch.setattr(model_module, "_HEAD_CHUNK_ROWS", 100)  # several LM-head chunks
+    config = (
+        Mamba1Config(d_model=32, n_layer=2, vocab_size=300, d_inner=64, d_state=8, dt_rank=4)
+        if arch == "mamba1"
+        else Mamba2Config(
+            d_model=32, n_layer=2, vocab_size=300, d_inner=64, d_state=16, n_heads=4, head_dim=16, n_groups=2
+        )  # fmt: skip
+    )
+    half = MambaLM(config, dtype=torch.float16, compute_dtype=torch.float32).init_weights(3)
+    full = MambaLM(config, dtype=torch.float32)
+    full.load_state_dict({k: v.float() for k, v in half.state_dict().items()})
+    before = {k: v.data_ptr() for k, v in half.state_dict().items()}
+    ids = _ids(300, 2, 23)
+    with torch.no_grad():
+        assert_close(half(ids), full(ids), "logits.compute_dtype")
+        assert torch.equal(half._logits(half.run_blocks(ids)), half(ids))
+    assert all(v.dtype in (torch.float16, torch.float32) for v in half.state_dict().values())
+    assert {k: v.data_ptr() for k, v in half.state_dict().items()} == before
+    assert half.layers[0].mixer.in_proj.weight.dtype == torch.float16

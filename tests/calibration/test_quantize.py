@@ -95,6 +95,20 @@ def test_mamba1_recipes_within_bound(mamba1, data, name):
     assert abs(_rel(q, mamba1, data[1])) <= BOUND
 
 
+@pytest.mark.parametrize("name", ["w8a8-quamba", "w8a8-mambaquant"])
+def test_inplace_quantization_is_the_same_model(mamba1, data, name):
+    """The CLI's path (the fp model consumed, layers released as they are quantized) gives
+    byte-identical tensors to quantizing a copy."""
+    recipe = RECIPES[name]
+    windows = data[0][:6]
+    expected = quantize_model(mamba1, recipe, windows, show_progress=False).state_dict()
+    consumed = copy.deepcopy(mamba1)
+    got = quantize_model(consumed, recipe, windows, show_progress=False, inplace=True).state_dict()
+    assert got.keys() == expected.keys()
+    assert all(torch.equal(got[k], expected[k]) for k in got)
+    assert not any(p.numel() for layer in consumed.layers for p in layer.parameters())  # released
+
+
 def test_save_load_roundtrip(quamba, tmp_path):
     quamba.save(tmp_path / "q")
     manifest = json.loads((tmp_path / "q" / "quantized.json").read_text())

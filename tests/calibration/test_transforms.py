@@ -70,6 +70,17 @@ def test_transforms_do_not_modify_their_input(model):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_inplace_rewrites_the_model_itself(model):
+    """inplace=True (the quantizer's memory-bounded path) gives the same model as a copy would."""
+    d = model.config.d_model
+    expected = hadamard_before_out_proj(rotate_residual(fuse_norms(model), random_hadamard(d, seed=2)))
+    m = fuse_norms(model, inplace=True)
+    assert m is model
+    m = hadamard_before_out_proj(rotate_residual(m, random_hadamard(d, seed=2), inplace=True), inplace=True)
+    assert m is model
+    assert all(torch.equal(v, expected.state_dict()[k]) for k, v in m.state_dict().items())
+
+
 def test_hadamard_before_out_proj(model):
     had = hadamard_before_out_proj(model)
     assert all(b.mixer.out_hadamard for b in had.layers) and not model.layers[0].mixer.out_hadamard

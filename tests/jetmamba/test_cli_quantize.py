@@ -159,3 +159,45 @@ def test_existing_output_is_refused_without_force(capsys, tmp_path, mamba1_fixtu
         str(out),
     )
     assert code == 2 and "pass --force" in err and (out / "keep").exists()
+
+
+def test_recipe_for_another_architecture_is_refused(capsys, tmp_path, mamba1_fixture, valid):
+    code, _, err = run(capsys, "quantize", "--model", str(mamba1_fixture), "--recipe", "w8a8-quamba2",
+                       "--calib", valid, "--samples", "2", "--out", str(tmp_path / "q"))  # fmt: skip
+    assert code != 0 and "does not apply to mamba1" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "q").exists()
+
+
+def test_non_finite_weight_is_named(capsys, tmp_path, mamba1_fixture, valid):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    bad = tmp_path / "bad"
+    shutil.copytree(mamba1_fixture, bad)
+    weights = next(bad.glob("*.safetensors"))
+    tensors = load_file(str(weights))
+    key = next(k for k in tensors if "layers.2." in k and "in_proj" in k)
+    tensors[key][5, 7] = float("nan")
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+    code, _, err = run(capsys, "quantize", "--model", str(bad), "--recipe", "w8a8-quamba",
+                       "--calib", valid, "--samples", "2", "--out", str(tmp_path / "q"))  # fmt: skip
+    assert code != 0 and "non-finite weight" in err and "layers.2.mixer.in_proj" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "q").exists()
+
+
+def test_non_finite_activation_is_named(tmp_path, mamba1_fixture, valid):
+    """Finite weights whose products overflow fp32 inside layer 1: calibration names the site."""
+    import torch
+
+    from jetmamba.calibration.checkpoint import load_model
+    from jetmamba.calibration.quantize import quantize_model
+    from jetmamba.calibration.recipes import get_recipe
+    from jetmamba.errors import DataError
+
+    model = load_model(mamba1_fixture)
+    with torch.no_grad():
+        model.layers[1].mixer.x_proj.weight.mul_(1e30)
+    windows = torch.randint(0, model.config.vocab_size, (2, 64))
+    with pytest.raises(DataError, match=r"non-finite activation .* at layers\.1\.mixer\."):
+        quantize_model(model, get_recipe("w8a8-naive", "mamba1"), windows, show_progress=False)

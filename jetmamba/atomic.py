@@ -36,6 +36,25 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def atomic_write_text(target: str | os.PathLike, text: str) -> Path:
+    """Write a small text file (a report, a table) whole or not at all: temp file beside it, rename."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(name, 0o666 & ~umask)
+        os.replace(name, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        raise
+    return target
+
+
 def _normal_permissions(root: Path) -> None:
     """mkdtemp makes 0700 directories and some writers 0600 files; an artifact gets what the
     user's umask gives any new file (0755 / 0644 with the usual umask)."""

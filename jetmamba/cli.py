@@ -303,7 +303,9 @@ def _compare(args) -> int:
     ]
     text = header + "\n\n" + "\n".join(table)
     if args.markdown:
-        Path(args.markdown).write_text(text + "\n", encoding="utf-8")
+        from jetmamba.atomic import atomic_write_text
+
+        atomic_write_text(args.markdown, text + "\n")
     _emit(args, {"model": str(ckpt.path), "data": args.data, "calibration": calib_info, "rows": rows}, text)
     return 0
 

@@ -45,3 +45,19 @@ def test_permissions_follow_the_umask(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "art").stat().st_mode) == 0o755
     assert stat.S_IMODE((tmp_path / "art" / "f").stat().st_mode) == 0o644
+
+
+def test_atomic_write_text(tmp_path, monkeypatch):
+    from jetmamba.atomic import atomic_write_text
+
+    target = tmp_path / "sub" / "table.md"
+    atomic_write_text(target, "one\n")
+    assert target.read_text() == "one\n"
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("jetmamba.atomic.os.replace", broken_replace)
+    with pytest.raises(OSError):
+        atomic_write_text(target, "two\n")
+    assert target.read_text() == "one\n" and sorted(p.name for p in target.parent.iterdir()) == ["table.md"]

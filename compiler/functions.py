@@ -1,0 +1,316 @@
+"""ONNX function bodies of the jetmamba ops: each op written with standard ONNX ops only.
+
+The bundle flavour ONNX Runtime runs carries one of these per (op, overload) it uses, so ORT
+executes the very graph TensorRT gets (where the parser maps each node to its plugin instead).
+Each body implements the op's reference (:mod:`jetmamba.compiler.ops.reference`): int8 inputs
+dequantized exactly, fp32 maths, int8 outputs through ``QuantizeLinear`` (round half to even,
+saturating), fp outputs in the node's float type.
+
+Scales and other scalars travel as node attributes; a body reads them with ``Constant`` nodes
+that reference the attribute. What an attribute cannot express — a loop length, a Hadamard order,
+whether an optional input is present — is static structure, and selects an *overload*: one
+function per distinct structure, named by :func:`overload_of` (e.g. ``HadamardQuant`` of order
+3072 is overload ``n3072``). Bodies are built with onnx_ir, never as hand-written protobuf.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+from onnx_ir import tape
+
+from jetmamba.compiler.ops.spec import DOMAIN
+
+ONNX_OPSET = 21  # what the bodies are written against (QuantizeLinear/DequantizeLinear with axis, fp16)
+FLOAT = ir.DataType.FLOAT
+A = ir.AttributeType
+
+
+@dataclass(frozen=True)
+class Structure:
+    """The static facts a body depends on (beyond attributes): what picks an overload."""
+
+    float_type: str = "float16"  # the graph's float type: "float16" or "float32"
+    n: int = 0  # HadamardQuant / GatedRMSNormQuant with hadamard: the transform order
+    k: int = 0  # CausalConv1d: kernel width
+    optional: tuple[str, ...] = ()  # optional inputs present (e.g. "residual", "bias", "gate_smooth")
+
+
+def overload_of(op: str, s: Structure) -> str:
+    parts = [s.float_type.replace("float", "f")]
+    if s.n:
+        parts.append(f"n{s.n}")
+    if s.k:
+        parts.append(f"k{s.k}")
+    parts += sorted(s.optional)
+    return "_".join(parts)
+
+
+class _Body:
+    """A function body under construction: named inputs, a tape, attribute references."""
+
+    def __init__(self, op: str, inputs: list[str], attributes: dict[str, A]):
+        self.op, self.attributes = op, attributes
+        self.inputs = [ir.Value(name=n) for n in inputs]
+        self.t = tape.Tape()
+
+    def __getitem__(self, name: str) -> ir.Value:
+        return next(v for v in self.inputs if v.name == name)
+
+    def __call__(self, op_type: str, *inputs: ir.Value | None, **attrs) -> ir.Value:
+        return self.t.op(op_type, list(inputs), attrs or None)
+
+    def multi(self, op_type: str, inputs, num_outputs: int, **attrs) -> tuple[ir.Value, ...]:
+        return tuple(self.t.op_multi_out(op_type, list(inputs), attrs or None, num_outputs=num_outputs))
+
+    def attr(self, name: str) -> ir.Value:
+        """The value of a float / floats / int attribute of the node, as a tensor."""
+        kind = self.attributes[name]
+        field = {A.FLOAT: "value_float", A.FLOATS: "value_floats", A.INT: "value_int"}[kind]
+        return self("Constant", **{field: ir.RefAttr(field, name, kind)})
+
+    def const(self, array) -> ir.Value:
+        return self("Constant", value=ir.tensor(np.asarray(array)))
+
+    def i64(self, *values: int) -> ir.Value:
+        return self.const(np.array(values, dtype=np.int64))
+
+    def f32(self, value: float) -> ir.Value:
+        return self.const(np.array(value, dtype=np.float32))
+
+    # ------------------------------------------------------------ int8 helpers
+
+    def dequantize(self, q: ir.Value, scale_attr: str) -> ir.Value:
+        """int8 -> fp32, one scale or one per channel of the last axis (broadcast)."""
+        return self("Mul", self("Cast", q, to=FLOAT), self.attr(scale_attr))
+
+    def quantize(self, x: ir.Value, scale_attr: str) -> ir.Value:
+        """fp32 -> int8 as QuantizeLinear: round(x / scale) half to even, saturated. Per-channel
+        scales ride on the last axis; QuantizeLinear's axis must be static, so the division is
+        done here and the node sees a unit scale (exactly the same arithmetic)."""
+        scaled = self("Div", x, self.attr(scale_attr))
+        return self("QuantizeLinear", scaled, self.f32(1.0), self.const(np.array(0, dtype=np.int8)))
+
+    def silu(self, x: ir.Value) -> ir.Value:
+        return self("Mul", x, self("Sigmoid", x))
+
+    def softplus(self, x: ir.Value) -> ir.Value:
+        """log(1 + e^x), as torch computes it: x itself above 20 (no overflow, same value)."""
+        return self("Where", self("Greater", x, self.f32(20.0)), x, self("Softplus", x))
+
+    def rms(self, x: ir.Value, eps: ir.Value) -> ir.Value:
+        """x * rsqrt(mean(x^2, last axis) + eps), fp32."""
+        mean = self("ReduceMean", self("Mul", x, x), self.i64(-1), keepdims=1)
+        return self("Mul", x, self("Reciprocal", self("Sqrt", self("Add", mean, eps))))
+
+    def to_float(self, x: ir.Value, s: Structure) -> ir.Value:
+        return self("Cast", x, to=ir.DataType.FLOAT16 if s.float_type == "float16" else FLOAT)
+
+    def function(self, outputs: list[ir.Value], names: list[str], s: Structure) -> ir.Function:
+        for v, n in zip(outputs, names, strict=True):
+            v.name = n
+        graph = ir.Graph(self.inputs, outputs, nodes=self.t.nodes, opset_imports={"": ONNX_OPSET}, name=self.op)
+        attrs = [ir.Attr(n, k, None) for n, k in self.attributes.items()]
+        return ir.Function(DOMAIN, self.op, overload_of(self.op, s), graph=graph, attributes=attrs)
+
+
+# ---------------------------------------------------------------- Hadamard
+
+
+def _hadamard(b: _Body, x: ir.Value, n: int) -> ir.Value:
+    """x [..., n] fp32 -> x H^T / sqrt(n), H = H_m (x) H_2 (x) ... (x) H_2 (jetmamba's H):
+    the base factor as one MatMul, each H_2 factor as an add/sub butterfly on its own axis."""
+    from jetmamba.calibration.hadamard import base_matrix, factor
+
+    m, power = factor(n)
+    k = power.bit_length() - 1
+    shape = b("Shape", x)
+    lead = b("Slice", shape, b.i64(0), b.i64(-1))
+    dims = [m] + [2] * k
+    y = b("Reshape", x, b("Concat", b.i64(-1), b.i64(*dims), axis=0))  # [N, m, 2, ..., 2]
+    for axis in range(2, 2 + k):
+        lo, hi = b.multi("Split", [y, b.i64(1, 1)], 2, axis=axis)
+        y = b("Concat", b("Add", lo, hi), b("Sub", lo, hi), axis=axis)
+    if m > 1:
+        # contract the base axis (1) with H_m: move it last, multiply by H_m^T, move it back
+        perm = [0, *range(2, 2 + k), 1]
+        inv = [0, 1 + k, *range(1, 1 + k)]
+        hm_t = b.const(base_matrix(m).t().numpy().astype(np.float32))
+        y = b("Transpose", b("MatMul", b("Transpose", y, perm=perm), hm_t), perm=inv)
+    y = b("Reshape", y, b("Concat", lead, b.i64(n), axis=0))
+    return b("Mul", y, b.f32(1.0 / math.sqrt(n)))
+
+
+def hadamard_quant(s: Structure) -> ir.Function:
+    b = _Body("HadamardQuant", ["x"], {"out_scale": A.FLOAT})
+    y = b.quantize(_hadamard(b, b("Cast", b["x"], to=FLOAT), s.n), "out_scale")
+    return b.function([y], ["y"], s)
+
+
+# ---------------------------------------------------------------- norms
+
+
+def rms_norm_quant(s: Structure) -> ir.Function:
+    has_res = "residual" in s.optional
+    b = _Body("RMSNormQuant", ["x", "residual", "weight"] if has_res else ["x", "weight"],
+              {"eps": A.FLOAT, "out_scale": A.FLOAT})  # fmt: skip
+    r32 = b("Cast", b["x"], to=FLOAT)
+    if has_res:
+        r32 = b("Add", r32, b("Cast", b["residual"], to=FLOAT))
+    r = b.to_float(r32, s)  # the residual stream is stored in the graph's float type
+    normed = b.rms(b("Cast", r, to=FLOAT), b.attr("eps"))
+    y = b.quantize(b("Mul", normed, b("Cast", b["weight"], to=FLOAT)), "out_scale")
+    return b.function([y, b("Identity", r)], ["y", "residual_out"], s)
+
+
+def gated_rms_norm_quant(s: Structure) -> ir.Function:
+    b = _Body("GatedRMSNormQuant", ["y", "z", "weight"],
+              {"z_scale": A.FLOAT, "eps": A.FLOAT, "group_size": A.INT, "out_scale": A.FLOAT,
+               "hadamard": A.INT})  # fmt: skip
+    y32 = b("Cast", b["y"], to=FLOAT)
+    h = b("Mul", y32, b.silu(b.dequantize(b["z"], "z_scale")))
+    shape = b("Shape", h)
+    grouped = b("Reshape", h, b("Concat", b("Slice", shape, b.i64(0), b.i64(-1)), b.i64(-1),
+                                b("Unsqueeze", b("Cast", b.attr("group_size"), to=ir.DataType.INT64), b.i64(0)),
+                                axis=0))  # fmt: skip
+    normed = b("Reshape", b.rms(grouped, b.attr("eps")), shape)
+    n = b("Mul", normed, b("Cast", b["weight"], to=FLOAT))
+    if s.n:
+        n = _hadamard(b, n, s.n)
+    return b.function([b.quantize(n, "out_scale")], ["out"], s)
+
+
+# ---------------------------------------------------------------- conv
+
+
+def causal_conv1d(s: Structure) -> ir.Function:
+    has_bias = "bias" in s.optional
+    names = ["x", "weight", "bias", "conv_state"] if has_bias else ["x", "weight", "conv_state"]
+    b = _Body("CausalConv1d", names, {"x_scale": A.FLOATS, "w_scale": A.FLOATS, "out_scale": A.FLOATS})
+    k = s.k
+    xq = b("Concat", b["conv_state"], b["x"], axis=1)  # [b, k-1+l, c] int8
+    xs = b.dequantize(xq, "x_scale")
+    w = b(
+        "Mul",
+        b("Cast", b("Transpose", b["weight"], perm=[1, 0]), to=FLOAT),
+        b("Unsqueeze", b.attr("w_scale"), b.i64(0)),
+    )  # [k, c] fp32; fmt: skip
+    length = b("Sub", b("Shape", xs, start=1, end=2), b.i64(k - 1))
+    y = None
+    for j in range(k):
+        tap = b("Slice", xs, b.i64(j), b("Add", length, b.i64(j)), b.i64(1))
+        term = b("Mul", tap, b("Gather", w, b.i64(j), axis=0))
+        y = term if y is None else b("Add", y, term)
+    if has_bias:
+        y = b("Add", y, b["bias"])
+    out = b.quantize(b.silu(y), "out_scale")
+    state = b("Slice", xq, b.i64(-(k - 1)), b.i64(2**62), b.i64(1))
+    return b.function([out, state], ["y", "conv_state_out"], s)
+
+
+# ---------------------------------------------------------------- scans
+
+
+def _scan(b: _Body, state: ir.Value, seq: list[ir.Value], body_fn, n_out: int = 1):
+    """A Scan over axis 1 (time) of ``seq`` with one fp32 state; body_fn(bb, h, *steps) -> (h, ys)."""
+    bb = _Body("step", ["h", *[f"s{i}" for i in range(len(seq))]], {})
+    for v in bb.inputs:
+        v.type = ir.TensorType(FLOAT)
+    h, ys = body_fn(bb, bb["h"], *[bb[f"s{i}"] for i in range(len(seq))])
+    for v, name in zip([h, *ys], ["h_out", *[f"y{i}" for i in range(n_out)]], strict=True):
+        v.name = name
+    for i, node in enumerate(bb.t.nodes):  # names of the body's own values: unique in the whole function
+        node.name = f"step_node_{i}"
+        for j, v in enumerate(node.outputs):
+            if v not in (h, *ys):
+                v.name = f"step_{i}_{j}"
+    for v in bb.inputs:
+        v.name = f"step_{v.name}"
+    body = ir.Graph(bb.inputs, [h, *ys], nodes=bb.t.nodes, opset_imports={"": ONNX_OPSET}, name="scan_step")
+    outs = b.multi("Scan", [state, *seq], 1 + n_out, body=body, num_scan_inputs=len(seq),
+                   scan_input_axes=[1] * len(seq), scan_output_axes=[1] * n_out)  # fmt: skip
+    return outs[0], outs[1:]
+
+
+def selective_scan(s: Structure) -> ir.Function:
+    smooth = "gate_smooth" in s.optional
+    names = ["u", "dt", "A", "B", "C", "D", "z", "dt_bias", "ssm_state"] + (["gate_smooth"] if smooth else [])
+    b = _Body("SelectiveScan", names, {f"{t}_scale": A.FLOAT for t in ("u", "dt", "B", "C", "z")})
+    u = b.dequantize(b["u"], "u_scale")  # [b, l, d]
+    dt = b.softplus(b("Add", b.dequantize(b["dt"], "dt_scale"), b["dt_bias"]))
+    B, C = b.dequantize(b["B"], "B_scale"), b.dequantize(b["C"], "C_scale")  # [b, l, n]
+    z = b.dequantize(b["z"], "z_scale")
+    a = b["A"]
+
+    def step(bb, h, dt_t, u_t, b_t, c_t):  # h [b, d, n]; dt_t, u_t [b, d]; b_t, c_t [b, n]
+        one = bb.i64(-1)
+        decay = bb("Exp", bb("Mul", bb("Unsqueeze", dt_t, one), a))
+        drive = bb("Mul", bb("Unsqueeze", bb("Mul", dt_t, u_t), one), bb("Unsqueeze", b_t, bb.i64(1)))
+        h = bb("Add", bb("Mul", decay, h), drive)
+        y = bb("ReduceSum", bb("Mul", h, bb("Unsqueeze", c_t, bb.i64(1))), one, keepdims=0)
+        return h, [y]
+
+    h, (y,) = _scan(b, b("Cast", b["ssm_state"], to=FLOAT), [dt, u, B, C], step)
+    y = b("Add", y, b("Mul", u, b["D"]))
+    gate = b.silu(z) if not smooth else b("Mul", z, b("Sigmoid", b("Mul", z, b["gate_smooth"])))
+    y = b.to_float(b("Mul", y, gate), s)
+    return b.function([y, b("CastLike", h, b["ssm_state"])], ["y", "ssm_state_out"], s)
+
+
+def ssd_scan(s: Structure) -> ir.Function:
+    b = _Body("SSDScan", ["x", "dt", "A", "B", "C", "D", "dt_bias", "ssm_state"],
+              {"x_scale": A.FLOATS, "B_scale": A.FLOATS, "C_scale": A.FLOATS, "dt_min": A.FLOAT,
+               "dt_max": A.FLOAT})  # fmt: skip
+    x = b("Cast", b["x"], to=FLOAT)  # [b, l, H, P]
+    xshape = b("Shape", x)
+    heads = b("Slice", xshape, b.i64(2), b.i64(4))  # [H, P]
+    channels = b("ReduceProd", heads, keepdims=1)  # one scale or one per channel: expand, then [H, P]
+    x = b("Mul", x, b("Reshape", b("Expand", b.attr("x_scale"), channels), heads))
+    dt = b.softplus(b("Add", b("Cast", b["dt"], to=FLOAT), b["dt_bias"]))
+    dt = b("Min", b("Max", dt, b.attr("dt_min")), b.attr("dt_max"))  # [b, l, H]
+    # B, C [b, l, G, N] -> per head [b, l, H, N]: head h reads group h // (H / G)
+    gshape = b("Shape", b["B"])
+    per_group = b("Div", b("Slice", heads, b.i64(0), b.i64(1)), b("Slice", gshape, b.i64(2), b.i64(3)))
+
+    def per_head(q, attr):
+        v = b("Mul", b("Cast", q, to=FLOAT), b("Unsqueeze", b.attr(attr), b.i64(-1)))  # [b, l, G, N]
+        v = b("Unsqueeze", v, b.i64(3))  # [b, l, G, 1, N]
+        lead = b("Slice", gshape, b.i64(0), b.i64(3))
+        n = b("Slice", gshape, b.i64(3), b.i64(4))
+        v = b("Expand", v, b("Concat", lead, per_group, n, axis=0))
+        return b("Reshape", v, b("Concat", b("Slice", gshape, b.i64(0), b.i64(2)), b.i64(-1), n, axis=0))
+
+    B, C = per_head(b["B"], "B_scale"), per_head(b["C"], "C_scale")
+    a = b["A"]
+
+    def step(bb, h, dt_t, x_t, b_t, c_t):  # h [b, H, P, N]; dt_t [b, H]; x_t [b, H, P]; b_t, c_t [b, H, N]
+        last = bb.i64(-1)
+        decay = bb("Exp", bb("Mul", dt_t, a))  # [b, H]
+        decay = bb("Unsqueeze", decay, bb.i64(2, 3))
+        dx = bb("Unsqueeze", bb("Mul", x_t, bb("Unsqueeze", dt_t, last)), last)  # [b, H, P, 1]
+        h = bb("Add", bb("Mul", decay, h), bb("Mul", dx, bb("Unsqueeze", b_t, bb.i64(2))))
+        y = bb("ReduceSum", bb("Mul", h, bb("Unsqueeze", c_t, bb.i64(2))), last, keepdims=0)
+        return h, [y]
+
+    h, (y,) = _scan(b, b("Cast", b["ssm_state"], to=FLOAT), [dt, x, B, C], step)
+    y = b("Add", y, b("Mul", x, b("Unsqueeze", b["D"], b.i64(-1))))
+    return b.function([b.to_float(y, s), b("CastLike", h, b["ssm_state"])], ["y", "ssm_state_out"], s)
+
+
+BUILDERS: dict[str, Callable[[Structure], ir.Function]] = {
+    "HadamardQuant": hadamard_quant,
+    "RMSNormQuant": rms_norm_quant,
+    "GatedRMSNormQuant": gated_rms_norm_quant,
+    "CausalConv1d": causal_conv1d,
+    "SelectiveScan": selective_scan,
+    "SSDScan": ssd_scan,
+}
+
+
+def build_function(op: str, structure: Structure) -> ir.Function:
+    """The body of ``op`` for one structure (cache by :func:`overload_of` when building a model)."""
+    return BUILDERS[op](structure)

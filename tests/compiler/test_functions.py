@@ -1,0 +1,170 @@
+"""Every op's ONNX function body, run by ONNX Runtime, equals the op's reference.
+
+int8 outputs must be equal except for rounding ties (a value exactly between two codes after a
+differently ordered fp32 sum); fp outputs within the tolerances in tests/support/tolerances.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+import torch
+from tolerances import assert_close
+
+from jetmamba.compiler.functions import Structure, build_function, overload_of
+from jetmamba.compiler.ops import OPSET
+from jetmamba.compiler.ops.spec import DOMAIN
+
+NP = {torch.int8: np.int8, torch.float16: np.float16, torch.float32: np.float32}
+IR = {np.dtype(np.int8): ir.DataType.INT8, np.dtype(np.float16): ir.DataType.FLOAT16,
+      np.dtype(np.float32): ir.DataType.FLOAT}  # fmt: skip
+
+
+def run_op(op: str, structure: Structure, inputs: dict, attrs: dict, outputs: list[str]) -> list[np.ndarray]:
+    """One node of ``op`` with its function body, through ONNX Runtime's CPU provider."""
+    import onnx
+
+    spec = OPSET[op]
+    values = []
+    for t in spec.inputs:
+        if t.name in inputs:
+            a = inputs[t.name]
+            values.append(ir.Value(name=t.name, type=ir.TensorType(IR[a.dtype]), shape=ir.Shape(a.shape)))
+    floats = ir.DataType.FLOAT16 if structure.float_type == "float16" else ir.DataType.FLOAT
+
+    def out_type(t):
+        if t.dtypes == ("int8",):
+            return ir.DataType.INT8
+        return IR[inputs["ssm_state"].dtype] if t.name == "ssm_state_out" else floats
+
+    types = {t.name: out_type(t) for t in spec.outputs}
+    ranks = {t.name: (inputs["x"].ndim if "..." in t.shape else t.shape.count(",") + 1) for t in spec.outputs}
+    outs = [ir.Value(name=n, type=ir.TensorType(types[n]), shape=ir.Shape([None] * ranks[n])) for n in outputs]
+    node = ir.Node(DOMAIN, op, values, attributes=[ir.convenience.convert_attribute(k, v) for k, v in attrs.items()],
+                   outputs=outs, overload=overload_of(op, structure))  # fmt: skip
+    graph = ir.Graph(values, outs, nodes=[node], opset_imports={"": 21, DOMAIN: 1}, name="single_op")
+    model = ir.Model(graph, ir_version=10, functions=[build_function(op, structure)])
+    proto = ir.to_proto(model)
+    onnx.checker.check_model(proto, full_check=True)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {k: v for k, v in inputs.items()})
+
+
+def _int8(g, *shape):
+    return torch.randint(-128, 128, shape, generator=g, dtype=torch.int8)
+
+
+def _np(**tensors):
+    return {k: v.numpy() for k, v in tensors.items() if v is not None}
+
+
+def assert_codes(got: np.ndarray, want: torch.Tensor, max_tie_fraction: float = 1e-3):
+    """int8 equal, or off by one on at most a small fraction of elements (rounding ties)."""
+    diff = np.abs(got.astype(np.int32) - want.numpy().astype(np.int32))
+    assert diff.max() <= 1, f"int8 codes differ by {diff.max()}"
+    assert (diff > 0).mean() <= max_tie_fraction, f"{(diff > 0).mean():.2%} of codes off by one"
+
+
+@pytest.mark.parametrize("n", [16, 12, 20, 28, 40, 96, 768])
+def test_hadamard_quant(n):
+    from jetmamba.compiler.ops.reference import hadamard_quant
+
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(2, 3, n, generator=g).half()
+    (y,) = run_op("HadamardQuant", Structure(n=n), _np(x=x), {"out_scale": 0.02}, ["y"])
+    assert_codes(y, hadamard_quant(x, out_scale=0.02))
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_rms_norm_quant(residual):
+    from jetmamba.compiler.ops.reference import rms_norm_quant
+
+    g = torch.Generator().manual_seed(1)
+    x, r, w = torch.randn(2, 5, 64, generator=g).half(), torch.randn(2, 5, 64, generator=g).half(), torch.rand(64)
+    want_y, want_r = rms_norm_quant(x, r if residual else None, w.half(), eps=1e-5, out_scale=0.03)
+    s = Structure(optional=("residual",) if residual else ())
+    y, r_out = run_op("RMSNormQuant", s, _np(x=x, residual=r if residual else None, weight=w.half()),
+                      {"eps": 1e-5, "out_scale": 0.03}, ["y", "residual_out"])  # fmt: skip
+    assert_codes(y, want_y)
+    np.testing.assert_array_equal(r_out, want_r.numpy())
+
+
+@pytest.mark.parametrize("hadamard", [0, 1])
+def test_gated_rms_norm_quant(hadamard):
+    from jetmamba.compiler.ops.reference import gated_rms_norm_quant
+
+    g = torch.Generator().manual_seed(2)
+    d, groups = 96, 2
+    y, z, w = torch.randn(2, 7, d, generator=g).half(), _int8(g, 2, 7, d), torch.rand(d).half()
+    attrs = {"z_scale": 0.05, "eps": 1e-5, "group_size": d // groups, "out_scale": 0.02, "hadamard": hadamard}
+    want = gated_rms_norm_quant(y, z, w, **attrs)
+    (out,) = run_op("GatedRMSNormQuant", Structure(n=d if hadamard else 0), _np(y=y, z=z, weight=w), attrs, ["out"])
+    assert_codes(out, want)
+
+
+@pytest.mark.parametrize("k,length,bias,per_channel", [(4, 9, True, True), (4, 1, True, False), (2, 5, False, True),
+                                                        (3, 2, True, True)])  # fmt: skip
+def test_causal_conv1d(k, length, bias, per_channel):
+    from jetmamba.compiler.ops.reference import causal_conv1d_quant
+
+    g = torch.Generator().manual_seed(k * 10 + length)
+    c = 24
+    x, w, state = _int8(g, 2, length, c), _int8(g, c, k), _int8(g, 2, k - 1, c)
+    b = torch.randn(c, generator=g) if bias else None
+
+    def scales(v):
+        return (torch.rand(c, generator=g) * v + v / 2).tolist() if per_channel else [v]
+
+    attrs = {"x_scale": scales(0.02), "w_scale": scales(0.01), "out_scale": scales(0.05)}
+    want_y, want_state = causal_conv1d_quant(x, w, b, state, **attrs)
+    y, state_out = run_op("CausalConv1d", Structure(k=k, optional=("bias",) if bias else ()),
+                          _np(x=x, weight=w, bias=b, conv_state=state), attrs, ["y", "conv_state_out"])  # fmt: skip
+    assert_codes(y, want_y)
+    np.testing.assert_array_equal(state_out, want_state.numpy())
+
+
+@pytest.mark.parametrize("length,smooth", [(13, False), (1, False), (6, True)])
+def test_selective_scan(length, smooth):
+    from jetmamba.compiler.ops.reference import selective_scan_quant
+
+    g = torch.Generator().manual_seed(length)
+    bsz, d, n = 2, 16, 8
+    u, dt, z = _int8(g, bsz, length, d), _int8(g, bsz, length, d), _int8(g, bsz, length, d)
+    B, C = _int8(g, bsz, length, n), _int8(g, bsz, length, n)
+    A = -torch.rand(d, n, generator=g) - 0.5
+    D, dt_bias = torch.randn(d, generator=g), torch.randn(d, generator=g) - 2
+    state = (torch.randn(bsz, d, n, generator=g) * 0.1).half()
+    gs = torch.rand(d, generator=g) + 0.5 if smooth else None
+    attrs = {"u_scale": 0.02, "dt_scale": 0.03, "B_scale": 0.02, "C_scale": 0.02, "z_scale": 0.03}
+    want_y, want_h = selective_scan_quant(u, dt, A, B, C, D, z, dt_bias, state, gs, **attrs)
+    y, h = run_op("SelectiveScan", Structure(optional=("gate_smooth",) if smooth else ()),
+                  _np(u=u, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias, ssm_state=state, gate_smooth=gs),
+                  attrs, ["y", "ssm_state_out"])  # fmt: skip
+    assert y.dtype == np.float16 and h.dtype == np.float16
+    assert_close(torch.from_numpy(y).float(), want_y.float(), "op.onnx_body.fp16")
+    assert_close(torch.from_numpy(h).float(), want_h.float(), "op.onnx_body.fp16")
+
+
+@pytest.mark.parametrize("length,groups,per_channel", [(11, 2, True), (1, 1, False), (4, 4, True)])
+def test_ssd_scan(length, groups, per_channel):
+    from jetmamba.compiler.ops.reference import ssd_scan_quant
+
+    g = torch.Generator().manual_seed(100 + length)
+    bsz, H, P, N = 2, 4, 8, 16
+    x, B, C = _int8(g, bsz, length, H, P), _int8(g, bsz, length, groups, N), _int8(g, bsz, length, groups, N)
+    dt = torch.randn(bsz, length, H, generator=g).half()
+    A, D, dt_bias = -torch.rand(H, generator=g) - 0.5, torch.randn(H, generator=g), torch.randn(H, generator=g) - 1
+    state = (torch.randn(bsz, H, P, N, generator=g) * 0.1).half()
+    attrs = {
+        "x_scale": (torch.rand(H * P, generator=g) * 0.02 + 0.01).tolist() if per_channel else [0.02],
+        "B_scale": (torch.rand(groups, generator=g) * 0.02 + 0.01).tolist() if per_channel else [0.02],
+        "C_scale": (torch.rand(groups, generator=g) * 0.02 + 0.01).tolist() if per_channel else [0.02],
+        "dt_min": 0.001, "dt_max": 0.5 if per_channel else float("inf"),
+    }  # fmt: skip
+    want_y, want_h = ssd_scan_quant(x, dt, A, B, C, D, dt_bias, state, **attrs)
+    y, h = run_op("SSDScan", Structure(), _np(x=x, dt=dt, A=A, B=B, C=C, D=D, dt_bias=dt_bias, ssm_state=state),
+                  attrs, ["y", "ssm_state_out"])  # fmt: skip
+    assert_close(torch.from_numpy(y).float(), want_y.float(), "op.onnx_body.fp16")
+    assert_close(torch.from_numpy(h).float(), want_h.float(), "op.onnx_body.fp16")

@@ -93,7 +93,9 @@ class QuantizedModel(nn.Module):
         return ModelState([b.mixer.init_state(batch_size, device) for b in self.layers])
 
     def _run(self, input_ids, state, run_mixer):
-        residual = self.round_act(self.embedding[input_ids])
+        # the residual stream and each mixer's output are tensors of the activation dtype, as in
+        # the deployed graph (RMSNormQuant adds them in fp32 and stores the sum in that dtype)
+        residual = self.embedding[input_ids].to(self.act_dtype)
         out = None
         layers = []
         for i, block in enumerate(self.layers):
@@ -102,9 +104,9 @@ class QuantizedModel(nn.Module):
                 block.norm_weight, eps=block.norm_eps, out_scale=block.in_scale,
             )  # fmt: skip
             out, layer_state = run_mixer(block.mixer, x_q, block.in_scale, None if state is None else state.layers[i])
-            out = self.round_act(out)
+            out = out.to(self.act_dtype)
             layers.append(layer_state)
-        residual = self.round_act(residual + out)
+        residual = self.round_act(residual.float() + out.float())
         hidden = self.round_act(rms_norm(residual, self.norm_f_weight, self.config.norm_eps))
         return torch.nn.functional.linear(hidden, self.lm_head.float()), ModelState(layers)
 

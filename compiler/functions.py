@@ -10,7 +10,7 @@ Scales and other scalars travel as node attributes; a body reads them with ``Con
 that reference the attribute. What an attribute cannot express — a loop length, a Hadamard order,
 whether an optional input is present — is static structure, and selects an *overload*: one
 function per distinct structure, named by :func:`overload_of` (e.g. ``HadamardQuant`` of order
-3072 is overload ``n3072``). Bodies are built with onnx_ir, never as hand-written protobuf.
+3072 in fp16 is overload ``f16-n3072``). Bodies are built with onnx_ir, never as hand-written protobuf.
 """
 
 from __future__ import annotations
@@ -47,7 +47,21 @@ def overload_of(op: str, s: Structure) -> str:
     if s.k:
         parts.append(f"k{s.k}")
     parts += sorted(s.optional)
-    return "_".join(parts)
+    return "-".join(parts)
+
+
+def structure_of(overload: str) -> Structure:
+    """The inverse of :func:`overload_of`: a node's overload names its body's structure."""
+    parts = overload.split("-")
+    if not parts or parts[0] not in ("f16", "f32"):
+        raise ValueError(f"not a jetmamba overload: {overload!r}")
+    kw: dict = {"float_type": "float16" if parts[0] == "f16" else "float32", "optional": ()}
+    for part in parts[1:]:
+        if part[:1] in ("n", "k") and part[1:].isdigit():
+            kw[part[0]] = int(part[1:])
+        else:
+            kw["optional"] = (*kw["optional"], part)
+    return Structure(**kw)
 
 
 class _Body:

@@ -168,3 +168,11 @@ def test_ssd_scan(length, groups, per_channel):
                   attrs, ["y", "ssm_state_out"])  # fmt: skip
     assert_close(torch.from_numpy(y).float(), want_y.float(), "op.onnx_body.fp16")
     assert_close(torch.from_numpy(h).float(), want_h.float(), "op.onnx_body.fp16")
+
+
+@pytest.mark.parametrize("structure", [Structure(), Structure("float32", n=3072), Structure(k=4, optional=("bias",)),
+                                       Structure(optional=("gate_smooth", "residual"))])  # fmt: skip
+def test_overload_names_round_trip(structure):
+    from jetmamba.compiler.functions import structure_of
+
+    assert structure_of(overload_of("SelectiveScan", structure)) == structure

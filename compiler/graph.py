@@ -1,0 +1,161 @@
+"""Building the deployed graph: an onnx_ir model under construction, with the I/O contract.
+
+:class:`GraphBuilder` wraps onnx_ir's tape with what every lowering needs: initializers from
+torch tensors, standard ops, jetmamba custom nodes (checked against their spec when created;
+their overload recorded, so the function bodies can be attached later), int8 Q/DQ in
+TensorRT's explicit-quantization form, and graph inputs/outputs with symbolic shapes.
+
+The I/O contract of a lowered model (one graph for prefill and decode):
+
+- ``input_ids`` int64 ``[batch, seq]``;
+- per layer ``i``: ``conv_state.{i}`` int8 ``[batch, d_conv - 1, conv_dim]`` and
+  ``ssm_state.{i}`` (the state dtype) ``[batch, d_inner, d_state]`` (Mamba1) or
+  ``[batch, heads, head_dim, d_state]`` (Mamba2), zeros for a fresh sequence;
+- outputs ``logits`` fp32 ``[batch, seq, vocab]`` and ``conv_state_out.{i}``,
+  ``ssm_state_out.{i}`` of the same shapes and dtypes as the inputs, to feed the next call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_ir as ir
+import torch
+from onnx_ir import tape
+
+from jetmamba.compiler.functions import ONNX_OPSET, Structure, overload_of
+from jetmamba.compiler.ops import OPSET
+from jetmamba.compiler.ops.spec import DOMAIN
+
+BATCH, SEQ = "batch", "seq"
+DTYPES = {
+    torch.int8: ir.DataType.INT8,
+    torch.float16: ir.DataType.FLOAT16,
+    torch.float32: ir.DataType.FLOAT,
+    torch.int64: ir.DataType.INT64,
+}
+FLOAT_NAMES = {torch.float16: "float16", torch.float32: "float32"}
+
+
+@dataclass(frozen=True)
+class TensorIO:
+    """One graph input or output of the contract."""
+
+    name: str
+    dtype: str  # "int64", "int8", "float16", "float32"
+    shape: tuple[int | str, ...]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+@dataclass
+class GraphBuilder:
+    name: str
+    float_dtype: torch.dtype = torch.float16
+    t: tape.Tape = field(default_factory=tape.Tape)
+    inputs: list[ir.Value] = field(default_factory=list)
+    outputs: list[ir.Value] = field(default_factory=list)
+    _counter: int = 0
+
+    # ------------------------------------------------------------ values
+
+    def _fresh(self, stem: str) -> str:
+        self._counter += 1
+        return f"{stem}.{self._counter}"
+
+    def input(self, name: str, dtype: torch.dtype, shape) -> ir.Value:
+        v = ir.Value(name=name, type=ir.TensorType(DTYPES[dtype]), shape=ir.Shape(list(shape)))
+        self.inputs.append(v)
+        return v
+
+    def output(self, value: ir.Value, name: str, dtype: torch.dtype, shape) -> None:
+        value.name = name
+        value.type = ir.TensorType(DTYPES[dtype])
+        value.shape = ir.Shape(list(shape))
+        self.outputs.append(value)
+
+    def initializer(self, name: str, tensor) -> ir.Value:
+        """A constant of the graph (weights, scales), stored as given (dtype included)."""
+        array = tensor.detach().cpu().contiguous().numpy() if isinstance(tensor, torch.Tensor) else np.asarray(tensor)
+        return self.t.initializer(ir.tensor(array, name=name), name=name)
+
+    def const_i64(self, *values: int) -> ir.Value:
+        return self.initializer(self._fresh("const"), np.array(values, dtype=np.int64))
+
+    def scalar(self, value: float, dtype=np.float32) -> ir.Value:
+        return self.initializer(self._fresh("scale"), np.array(value, dtype=dtype))
+
+    # ------------------------------------------------------------ nodes
+
+    def op(self, op_type: str, *inputs: ir.Value | None, name: str | None = None, **attrs) -> ir.Value:
+        return self.t.op(op_type, list(inputs), attrs or None, name=name)
+
+    def ops(self, op_type: str, inputs, n: int, name: str | None = None, **attrs) -> tuple[ir.Value, ...]:
+        return tuple(self.t.op_multi_out(op_type, list(inputs), attrs or None, num_outputs=n, name=name))
+
+    def custom(self, op: str, inputs: dict[str, ir.Value | None], attrs: dict, structure: Structure,
+               name: str) -> tuple[ir.Value, ...]:  # fmt: skip
+        """A jetmamba node: inputs by spec name (None for an absent optional one), attributes
+        checked and completed by the spec, the overload its structure selects recorded."""
+        spec = OPSET[op]
+        known = {t.name for t in spec.inputs}
+        unknown = sorted(set(inputs) - known)
+        if unknown:
+            raise ValueError(f"{spec.qualified_name}: unknown inputs {unknown}")
+        ordered = []
+        for t in spec.inputs:
+            v = inputs.get(t.name)
+            if v is None and not t.optional:
+                raise ValueError(f"{spec.qualified_name}: input {t.name} is required")
+            if v is not None:
+                ordered.append(v)
+        attributes = spec.check_attributes(attrs)
+        overload = overload_of(op, structure)
+        outs = self.t.op_multi_out(op, ordered, attributes, domain=DOMAIN, overload=overload,
+                                   num_outputs=len(spec.outputs), name=name)  # fmt: skip
+        return tuple(outs)
+
+    # ------------------------------------------------------------ int8
+
+    def quantize(self, x: ir.Value, scale: float, name: str) -> ir.Value:
+        """QuantizeLinear to int8, per tensor (zero point 0)."""
+        zp = self.initializer(self._fresh("zero_point"), np.array(0, dtype=np.int8))
+        return self.op("QuantizeLinear", x, self.scalar(scale), zp, name=name)
+
+    def qgemm(self, x_q: ir.Value, x_scale: float, weight: torch.Tensor, w_scale: torch.Tensor,
+              bias: torch.Tensor | None, prefix: str) -> ir.Value:  # fmt: skip
+        """TensorRT's explicit-quantization int8 GEMM: DQ(x) @ DQ(W)^T (+ bias), fp32 out.
+
+        W int8 [out, in] and its per-output-channel scales as initializers, DequantizeLinear on
+        axis 0; the activation per tensor. fp32 scales and output, as the QuantizedModel
+        computes it (TensorRT runs it as one int8 GEMM)."""
+        w = self.initializer(f"{prefix}.weight", weight)
+        ws = self.initializer(f"{prefix}.weight_scale", w_scale.float())
+        x = self.op("DequantizeLinear", x_q, self.scalar(x_scale), name=f"{prefix}.dq_input")
+        wd = self.op("DequantizeLinear", w, ws, axis=0, name=f"{prefix}.dq_weight")
+        y = self.op("MatMul", x, self.op("Transpose", wd, perm=[1, 0]), name=f"{prefix}.matmul")
+        if bias is not None:
+            y = self.op("Add", y, self.initializer(f"{prefix}.bias", bias.float()))
+        return y
+
+    def cast(self, x: ir.Value, dtype: torch.dtype) -> ir.Value:
+        return self.op("Cast", x, to=DTYPES[dtype])
+
+    def rms_norm(self, x32: ir.Value, weight: ir.Value | None, eps: float) -> ir.Value:
+        """x * rsqrt(mean(x^2) + eps) (* weight), fp32 in and out, standard ops."""
+        mean = self.op("ReduceMean", self.op("Mul", x32, x32), self.const_i64(-1), keepdims=1)
+        y = self.op("Div", x32, self.op("Sqrt", self.op("Add", mean, self.scalar(eps))))
+        return y if weight is None else self.op("Mul", y, weight)
+
+    # ------------------------------------------------------------ result
+
+    def model(self, metadata: dict[str, str] | None = None) -> ir.Model:
+        """The graph as an onnx_ir Model (no function bodies: see passes.attach_functions)."""
+        graph = ir.Graph(self.inputs, self.outputs, nodes=self.t.nodes, initializers=self.t.initializers,
+                         opset_imports={"": ONNX_OPSET, DOMAIN: 1}, name=self.name)  # fmt: skip
+        model = ir.Model(graph, ir_version=10, producer_name="jetmamba")
+        for k, v in (metadata or {}).items():
+            model.metadata_props[k] = v
+        return model

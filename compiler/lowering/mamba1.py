@@ -1,0 +1,58 @@
+"""Mamba1's mixer as deployed-graph nodes, mirroring QuantMamba1Mixer.forward step for step."""
+
+from __future__ import annotations
+
+import torch
+
+from jetmamba.compiler.functions import Structure
+from jetmamba.compiler.graph import FLOAT_NAMES, GraphBuilder
+
+
+def ssm_state_shape(config) -> tuple[int, ...]:
+    return (config.d_inner, config.d_state)
+
+
+def structure(act: torch.dtype, **kw) -> Structure:
+    return Structure(float_type=FLOAT_NAMES[act], **kw)
+
+
+def lower_mixer(g: GraphBuilder, m, x_q, x_scale: float, conv_state, ssm_state, p: str):
+    c, act = m.c, m.act_dtype
+    s = {site: float(getattr(m, f"{site}_scale")) for site in ("x", "z", "u", "dt_r", "B", "C", "dt")}
+    xz = g.qgemm(x_q, x_scale, m.in_proj.weight, m.in_proj.weight_scale, m.in_proj.bias, f"{p}.in_proj")
+    x, z = g.ops("Split", [xz, g.const_i64(c.d_inner, c.d_inner)], 2, axis=-1)
+    x_q, z_q = g.quantize(x, s["x"], f"{p}.x.quantize"), g.quantize(z, s["z"], f"{p}.z.quantize")
+    conv_bias = None if m.conv_bias is None else g.initializer(f"{p}.conv1d.bias", m.conv_bias.float())
+    u_q, conv_out = g.custom(
+        "CausalConv1d",
+        {"x": x_q, "weight": g.initializer(f"{p}.conv1d.weight", m.conv_weight), "bias": conv_bias,
+         "conv_state": conv_state},
+        {"x_scale": [s["x"]], "w_scale": m.conv_weight_scale.tolist(), "out_scale": [s["u"]]},
+        structure(act, k=c.d_conv, optional=() if conv_bias is None else ("bias",)), name=f"{p}.conv1d",
+    )  # fmt: skip
+    dbc = g.qgemm(u_q, s["u"], m.x_proj.weight, m.x_proj.weight_scale, None, f"{p}.x_proj")
+    dt_r, B, C = g.ops("Split", [dbc, g.const_i64(c.dt_rank, c.d_state, c.d_state)], 3, axis=-1)
+    if c.bcdt_rms_eps is not None:  # FalconMamba's weightless norms of dt, B and C
+        dt_r, B, C = (g.rms_norm(t, None, c.bcdt_rms_eps) for t in (dt_r, B, C))
+    dt = g.qgemm(g.quantize(dt_r, s["dt_r"], f"{p}.dt_r.quantize"), s["dt_r"], m.dt_proj.weight,
+                 m.dt_proj.weight_scale, None, f"{p}.dt_proj")  # fmt: skip
+    smooth = not bool((m.gate_smooth == 1).all())
+    y, ssm_out = g.custom(
+        "SelectiveScan",
+        {"u": u_q, "dt": g.quantize(dt, s["dt"], f"{p}.dt.quantize"),
+         "A": g.initializer(f"{p}.A", -torch.exp(m.A_log.float())),
+         "B": g.quantize(B, s["B"], f"{p}.B.quantize"), "C": g.quantize(C, s["C"], f"{p}.C.quantize"),
+         "D": g.initializer(f"{p}.D", m.D.float()), "z": z_q,
+         "dt_bias": g.initializer(f"{p}.dt_bias", m.dt_bias.float()), "ssm_state": ssm_state,
+         "gate_smooth": g.initializer(f"{p}.gate_smooth", m.gate_smooth.float()) if smooth else None},
+        {f"{k}_scale": s[k] for k in ("u", "dt", "B", "C", "z")},
+        structure(act, optional=("gate_smooth",) if smooth else ()), name=f"{p}.selective_scan",
+    )  # fmt: skip
+    out_scale = float(m.out_proj_input_scale)
+    if m.out_hadamard:
+        (y_q,) = g.custom("HadamardQuant", {"x": y}, {"out_scale": out_scale}, structure(act, n=c.d_inner),
+                          name=f"{p}.out_hadamard")  # fmt: skip
+    else:
+        y_q = g.quantize(g.cast(y, torch.float32), out_scale, f"{p}.out_proj.quantize")
+    out = g.qgemm(y_q, out_scale, m.out_proj.weight, m.out_proj.weight_scale, m.out_proj.bias, f"{p}.out_proj")
+    return g.cast(out, act), conv_out, ssm_out

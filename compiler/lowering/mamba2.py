@@ -1,0 +1,58 @@
+"""Mamba2's mixer as deployed-graph nodes, mirroring QuantMamba2Mixer.forward step for step."""
+
+from __future__ import annotations
+
+import torch
+
+from jetmamba.compiler.functions import Structure
+from jetmamba.compiler.graph import FLOAT_NAMES, GraphBuilder
+
+
+def ssm_state_shape(config) -> tuple[int, ...]:
+    return (config.n_heads, config.head_dim, config.d_state)
+
+
+def structure(act: torch.dtype, **kw) -> Structure:
+    return Structure(float_type=FLOAT_NAMES[act], **kw)
+
+
+def lower_mixer(g: GraphBuilder, m, x_q, x_scale: float, conv_state, ssm_state, p: str):
+    c, act = m.c, m.act_dtype
+    n, G = c.d_state, c.n_groups
+    zxd = g.qgemm(x_q, x_scale, m.in_proj.weight, m.in_proj.weight_scale, m.in_proj.bias, f"{p}.in_proj")
+    z, xbc, dt = g.ops("Split", [zxd, g.const_i64(c.d_inner, c.conv_dim, c.n_heads)], 3, axis=-1)
+    z_q = g.quantize(z, float(m.z_scale), f"{p}.z.quantize")
+    xbc_q = g.quantize(xbc, float(m.xBC_scale), f"{p}.xBC.quantize")
+    out_scale = torch.cat([m.x_scale, m.B_scale.repeat_interleave(n), m.C_scale.repeat_interleave(n)])
+    conv_bias = None if m.conv_bias is None else g.initializer(f"{p}.conv1d.bias", m.conv_bias.float())
+    conv_q, conv_out = g.custom(
+        "CausalConv1d",
+        {"x": xbc_q, "weight": g.initializer(f"{p}.conv1d.weight", m.conv_weight), "bias": conv_bias,
+         "conv_state": conv_state},
+        {"x_scale": [float(m.xBC_scale)], "w_scale": m.conv_weight_scale.tolist(), "out_scale": out_scale.tolist()},
+        structure(act, k=c.d_conv, optional=() if conv_bias is None else ("bias",)), name=f"{p}.conv1d",
+    )  # fmt: skip
+    x, B, C = g.ops("Split", [conv_q, g.const_i64(c.d_inner, G * n, G * n)], 3, axis=-1)
+    lead = g.op("Slice", g.op("Shape", x), g.const_i64(0), g.const_i64(2))  # [batch, seq]
+    x = g.op("Reshape", x, g.op("Concat", lead, g.const_i64(c.n_heads, c.head_dim), axis=0))
+    B = g.op("Reshape", B, g.op("Concat", lead, g.const_i64(G, n), axis=0))
+    C = g.op("Reshape", C, g.op("Concat", lead, g.const_i64(G, n), axis=0))
+    y, ssm_out = g.custom(
+        "SSDScan",
+        {"x": x, "dt": g.cast(dt, act), "A": g.initializer(f"{p}.A", -torch.exp(m.A_log.float())),
+         "B": B, "C": C, "D": g.initializer(f"{p}.D", m.D.float()),
+         "dt_bias": g.initializer(f"{p}.dt_bias", m.dt_bias.float()), "ssm_state": ssm_state},
+        {"x_scale": m.x_scale.tolist(), "B_scale": m.B_scale.tolist(), "C_scale": m.C_scale.tolist(),
+         "dt_min": float(c.dt_min), "dt_max": float("inf") if c.dt_max is None else float(c.dt_max)},
+        structure(act), name=f"{p}.ssd_scan",
+    )  # fmt: skip
+    y = g.op("Reshape", y, g.op("Concat", lead, g.const_i64(c.d_inner), axis=0))
+    s = float(m.out_proj_input_scale)
+    (y_q,) = g.custom(
+        "GatedRMSNormQuant", {"y": y, "z": z_q, "weight": g.initializer(f"{p}.norm.weight", m.norm_weight.float())},
+        {"z_scale": float(m.z_scale), "eps": float(c.gate_eps), "group_size": c.d_inner // G, "out_scale": s,
+         "hadamard": int(m.out_hadamard)},
+        structure(act, n=c.d_inner if m.out_hadamard else 0), name=f"{p}.gated_norm",
+    )  # fmt: skip
+    out = g.qgemm(y_q, s, m.out_proj.weight, m.out_proj.weight_scale, m.out_proj.bias, f"{p}.out_proj")
+    return g.cast(out, act), conv_out, ssm_out

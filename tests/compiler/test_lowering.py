@@ -117,3 +117,19 @@ def test_prefill_then_decode_through_the_graph(quantized, fixture, recipe):
         out = dict(zip(names, sess.run(None, f), strict=True))
         got.append(out["logits"])
     assert nmse(np.concatenate(got, axis=1), full) <= 1e-4
+
+
+@pytest.mark.parametrize("fixture,recipe", [("mamba1_fixture", "w8a8-mambaquant"), ("mamba2_fixture", "w8a8-quamba2")])
+def test_perplexity_through_onnx_runtime(quantized, fixture, recipe, wikitext_test):
+    """The eval protocol through the graph agrees with the simulation to 0.1 % (the bundle bound)."""
+    from jetmamba.calibration.data import read_text, tokenize
+    from jetmamba.calibration.evaluate import perplexity
+    from jetmamba.calibration.tokenizer import ByteTokenizer
+    from jetmamba.compiler.ort import OrtModel
+
+    q = quantized(fixture, recipe)
+    tokens = tokenize(read_text(wikitext_test), ByteTokenizer(), max_tokens=4096)
+    graph = OrtModel(attach_functions(run_pipeline(lower_quantized(q).model())))
+    a = perplexity(graph, tokens, 512, show_progress=False).perplexity
+    b = perplexity(q, tokens, 512, show_progress=False).perplexity
+    assert abs(a / b - 1) <= 1e-3, (a, b)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from jetmamba import __version__
-from jetmamba.errors import JetmambaError, UsageError
+from jetmamba.errors import JetmambaError, UnsupportedError, UsageError
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:
@@ -31,9 +31,10 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def _add_model_args(p: argparse.ArgumentParser, quantized: bool = False) -> None:
+def _add_model_args(p: argparse.ArgumentParser, runnable: bool = False) -> None:
     what = "checkpoint directory (Hugging Face or mamba_ssm format), or a hub id already in the local HF cache"
-    p.add_argument("--model", required=True, metavar="DIR", help=what + (", or a QuantizedModel" if quantized else ""))
+    extra = "; or a QuantizedModel directory, or a bundle (run by ONNX Runtime)" if runnable else ""
+    p.add_argument("--model", required=True, metavar="DIR", help=what + extra)
     p.add_argument("--tokenizer", metavar="PATH", help="tokenizer.json (or its directory) when the checkpoint has none")
 
 
@@ -69,7 +70,7 @@ def _demo(args) -> int:
 
 
 def _eval_args(p):
-    _add_model_args(p)
+    _add_model_args(p, runnable=True)
     p.add_argument(
         "--data", required=True, metavar="PATH", help="text file, .jsonl with a 'text' field, or directory of .txt"
     )
@@ -102,6 +103,19 @@ def _load_for_eval(args, device):
     from jetmamba.calibration.tokenizer import load_tokenizer
 
     path = resolve_model_dir(args.model)
+    from jetmamba.compiler.bundle import is_bundle
+
+    if is_bundle(path):
+        from jetmamba.calibration.arch import config_from_dict
+        from jetmamba.compiler.bundle import load_bundle
+
+        if device.type != "cpu":
+            raise UsageError("a bundle is evaluated with ONNX Runtime on the CPU here: drop --device")
+        manifest, model = load_bundle(path)
+        config = config_from_dict(manifest["config"])
+        tokenizer = load_tokenizer(path, config.vocab_size, args.tokenizer)
+        recipe = (manifest.get("recipe") or {}).get("name", "fp16")
+        return model, tokenizer, path, config.arch, f"{recipe} bundle (ONNX Runtime)"
     if is_quantized_model(path):
         model = QuantizedModel.load(path, device=device)
         tokenizer = load_tokenizer(path, model.config.vocab_size, args.tokenizer)
@@ -310,6 +324,58 @@ def _compare(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- compile
+
+
+def _compile_args(p):
+    from jetmamba.boards import BOARD_ARCH
+
+    p.add_argument("--model", required=True, metavar="QDIR", help="QuantizedModel directory (from jetmamba quantize)")
+    p.add_argument("--board", required=True, help="target board: " + ", ".join(BOARD_ARCH))
+    p.add_argument("--out", required=True, metavar="BUNDLE", help="bundle directory to write")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    _add_output_args(p)
+
+
+def _compile(args) -> int:
+    import time
+    from pathlib import Path
+
+    from jetmamba.boards import board_arch
+    from jetmamba.calibration.checkpoint import resolve_model_dir
+    from jetmamba.calibration.quantized import QuantizedModel, is_quantized_model
+    from jetmamba.compiler.bundle import write_bundle
+
+    board_arch(args.board)  # refuse an unknown board before any work
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise UsageError(f"--out {out} exists; pass --force to replace it")
+    path = resolve_model_dir(args.model)
+    if not is_quantized_model(path):
+        raise UnsupportedError(
+            f"{path} is not a QuantizedModel: compile takes the output of 'jetmamba quantize' "
+            "(lowering an unquantized fp16 checkpoint is not implemented yet)"
+        )
+    if out.resolve() == path.resolve():
+        raise UsageError("--out must not be the QuantizedModel directory itself")
+    start = time.perf_counter()
+    q = QuantizedModel.load(path)
+    tok = path / "tokenizer.json"
+    manifest = write_bundle(q, out, board=args.board, tokenizer_file=tok if tok.is_file() else None, source=str(path))
+    seconds = time.perf_counter() - start
+    total = sum(f["bytes"] for f in manifest["files"].values())
+    payload = {"out": str(out), "model": str(path), "board": manifest["board"], "recipe": q.recipe["name"],
+               "seconds": seconds, "bytes": total, "files": manifest["files"]}  # fmt: skip
+    text = "\n".join([
+        f"compiled {path.name} ({q.recipe['name']}) for {args.board} -> {out}  ({seconds:.1f} s)",
+        *(f"  {name:<40} {f['bytes'] / 1e6:9.2f} MB" for name, f in manifest["files"].items()
+          if not name.startswith("plugins/")),
+        f"  plugins/ ({sum(n.startswith('plugins/') for n in manifest['files'])} source files)",
+    ])  # fmt: skip
+    _emit(args, payload, text)
+    return 0
+
+
 # ---------------------------------------------------------------- inspect
 
 
@@ -369,6 +435,14 @@ COMMANDS = (
         "      --data ../shared/data/wikitext2-test.txt --max-tokens 100000 --markdown table.md",
         _compare_args,
         _compare,
+    ),
+    Command(
+        "compile",
+        "lower a QuantizedModel to a verified bundle: ONNX graphs (ONNX Runtime and TensorRT), weights, manifest",
+        "jetmamba compile --model mamba1-w8a8 --board orin-nano-8gb --out mamba1-w8a8.bundle\n"
+        "  jetmamba eval --model mamba1-w8a8.bundle --data ../shared/data/wikitext2-test.txt",
+        _compile_args,
+        _compile,
     ),
     Command(
         "inspect",

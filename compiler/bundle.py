@@ -1,0 +1,173 @@
+"""Bundles: what the device gets. A directory holding
+
+- ``model.onnx``: the graph with every jetmamba op's function body (ONNX Runtime runs it);
+- ``model.trt.onnx``: the same graph without bodies, nodes naming their TensorRT plugins;
+- ``weights.bin``: the initializers of both (ONNX external data, one file shared by the two);
+- ``tokenizer.json`` when the model has one; ``plugins/``: the CUDA/C++ sources of the plugins;
+- ``manifest.json``: format and versions, board, recipe, the I/O contract, op-set versions, and
+  the size and sha256 of every other file.
+
+Written atomically (a hidden sibling directory renamed into place), and verified — manifest
+schema, paths that stay inside the bundle, sizes and hashes — before any use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from importlib import resources
+from pathlib import Path, PurePosixPath
+
+from jetmamba import __version__
+from jetmamba.atomic import atomic_directory
+from jetmamba.errors import CheckpointError
+
+FORMAT, FORMAT_VERSION = "jetmamba-bundle", 1
+MANIFEST = "manifest.json"
+ORT_GRAPH, TRT_GRAPH, WEIGHTS = "model.onnx", "model.trt.onnx", "weights.bin"
+PLUGIN_SUFFIXES = (".h", ".cuh", ".cu", ".cpp", ".txt", ".md")
+MAX_MANIFEST_BYTES = 16 << 20  # a manifest is a few kB; refuse to parse anything huge
+
+
+class BundleError(CheckpointError):
+    """A directory that is not a valid, intact bundle."""
+
+
+def is_bundle(directory) -> bool:
+    path = Path(directory) / MANIFEST
+    if not path.is_file() or path.stat().st_size > MAX_MANIFEST_BYTES:
+        return False
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _plugin_sources() -> list[tuple[Path, str]]:
+    root = Path(str(resources.files("jetmamba.plugins")))
+    return sorted(
+        (p, p.relative_to(root).as_posix())
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix in PLUGIN_SUFFIXES and "__pycache__" not in p.parts
+    )
+
+
+def write_bundle(qmodel, out, *, board: str, tokenizer_file: Path | None = None, source: str = "") -> dict:
+    """Lower ``qmodel`` (a QuantizedModel) and write the bundle directory ``out``; the manifest."""
+    import onnx
+    import onnx_ir as ir
+    import torch
+
+    from jetmamba.boards import board_arch
+    from jetmamba.compiler.functions import ONNX_OPSET
+    from jetmamba.compiler.lowering import io_contract, lower_quantized
+    from jetmamba.compiler.ops.spec import DOMAIN, OPSET_VERSION
+    from jetmamba.compiler.passes import attach_functions, run_pipeline, tensorrt_flavour
+
+    arch = board_arch(board)
+    graph = run_pipeline(lower_quantized(qmodel).model())
+    ins, outs = io_contract(qmodel.config)
+    with atomic_directory(out) as tmp:
+        ir.save(attach_functions(graph), tmp / ORT_GRAPH, external_data=WEIGHTS)
+        # the TensorRT flavour from the saved graph: its initializers stay references into the
+        # same weights.bin, which is written once
+        trt = tensorrt_flavour(ir.load(tmp / ORT_GRAPH))
+        onnx.save(ir.to_proto(trt), str(tmp / TRT_GRAPH))
+        for name in (ORT_GRAPH, TRT_GRAPH):
+            onnx.checker.check_model(str(tmp / name), full_check=True)
+        if tokenizer_file is not None:
+            shutil.copyfile(tokenizer_file, tmp / "tokenizer.json")
+        for src, rel in _plugin_sources():
+            dst = tmp / "plugins" / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+        files = {
+            p.relative_to(tmp).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+            for p in sorted(tmp.rglob("*"))
+            if p.is_file()
+        }
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "jetmamba": __version__,
+            "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnx_ir": ir.__version__},
+            "board": {"name": board, "gpu_arch": arch},
+            "source": source,
+            "config": qmodel.config.to_dict(),
+            "recipe": qmodel.recipe,
+            "graphs": {"onnxruntime": ORT_GRAPH, "tensorrt": TRT_GRAPH, "weights": WEIGHTS},
+            "opsets": {"ai.onnx": ONNX_OPSET, DOMAIN: OPSET_VERSION},
+            "io": {"inputs": [t.to_dict() for t in ins], "outputs": [t.to_dict() for t in outs]},
+            "tokenizer": "tokenizer.json" if tokenizer_file is not None else None,
+            "files": files,
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest
+
+
+def _safe_relative(name: str, where: str) -> PurePosixPath:
+    p = PurePosixPath(name)
+    if not name or p.is_absolute() or ".." in p.parts or "\\" in name or os.path.isabs(name):
+        raise BundleError(f"{where}: file entry {name!r} is not a path inside the bundle")
+    return p
+
+
+def verify_bundle(directory) -> dict:
+    """The manifest of an intact bundle; BundleError naming the first problem otherwise."""
+    d = Path(directory)
+    path = d / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{d}: not a bundle (no {MANIFEST})")
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{path}: {path.stat().st_size} bytes is not a manifest")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise BundleError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"{path}: not a jetmamba bundle manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise BundleError(f"{path}: format_version {manifest.get('format_version')!r} (this jetmamba reads "
+                          f"{FORMAT_VERSION})")  # fmt: skip
+    for key, kind in (("files", dict), ("graphs", dict), ("io", dict), ("config", dict), ("board", dict)):
+        if not isinstance(manifest.get(key), kind):
+            raise BundleError(f"{path}: '{key}' is missing or not an object")
+    files = manifest["files"]
+    for name, entry in files.items():
+        rel = _safe_relative(name, str(path))
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("bytes"), int)
+            or not isinstance(entry.get("sha256"), str)
+        ):
+            raise BundleError(f"{path}: file entry {name!r} needs 'bytes' and 'sha256'")
+        f = d / rel
+        if not f.is_file() or f.is_symlink():
+            raise BundleError(f"{d}: {name} is missing")
+        if f.stat().st_size != entry["bytes"]:
+            raise BundleError(f"{d}: {name} has {f.stat().st_size} bytes, the manifest says {entry['bytes']}")
+        if _sha256(f) != entry["sha256"]:
+            raise BundleError(f"{d}: {name} does not match its sha256 in the manifest (modified or corrupt)")
+    for role in ("onnxruntime", "tensorrt", "weights"):
+        name = manifest["graphs"].get(role)
+        if not isinstance(name, str) or name not in files:
+            raise BundleError(f"{path}: graph '{role}' is not one of the listed files")
+    return manifest
+
+
+def load_bundle(directory):
+    """(manifest, OrtModel on the function-body graph), after verification."""
+    from jetmamba.compiler.ort import OrtModel
+
+    manifest = verify_bundle(directory)
+    return manifest, OrtModel(Path(directory) / manifest["graphs"]["onnxruntime"])

@@ -171,3 +171,45 @@ def load_bundle(directory):
 
     manifest = verify_bundle(directory)
     return manifest, OrtModel(Path(directory) / manifest["graphs"]["onnxruntime"])
+
+
+def describe_bundle(directory) -> dict:
+    """What ``jetmamba inspect`` prints for a bundle: manifest facts, the I/O contract and the
+    op histogram of the TensorRT graph (custom ops as ``jetmamba::Name``)."""
+    import collections
+
+    import onnx
+
+    d = Path(directory)
+    manifest = verify_bundle(d)
+    graph = onnx.load(str(d / manifest["graphs"]["tensorrt"]), load_external_data=False).graph
+    ops = collections.Counter(f"{n.domain}::{n.op_type}" if n.domain else n.op_type for n in graph.node)
+    return {
+        "path": str(d),
+        "format": f"{manifest['format']} v{manifest['format_version']}",
+        "jetmamba": manifest.get("jetmamba"),
+        "board": manifest["board"],
+        "arch": manifest["config"].get("arch"),
+        "recipe": (manifest.get("recipe") or {}).get("name"),
+        "source": manifest.get("source"),
+        "io": manifest["io"],
+        "ops": dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "bytes": sum(f["bytes"] for f in manifest["files"].values()),
+        "files": len(manifest["files"]),
+    }
+
+
+def format_bundle(info: dict) -> str:
+    def io_line(t):
+        return f"    {t['name']:<22} {t['dtype']:<8} [{', '.join(str(x) for x in t['shape'])}]"
+
+    ins, outs, board = info["io"]["inputs"], info["io"]["outputs"], info["board"]
+    head = [io_line(t) for t in ins[:3]] + ([f"    ... ({len(ins) - 3} more state inputs)"] if len(ins) > 3 else [])
+    tail = [io_line(t) for t in outs[:3]] + ([f"    ... ({len(outs) - 3} more state outputs)"] if len(outs) > 3 else [])
+    return "\n".join([
+        f"bundle      {info['path']}  ({info['format']}, jetmamba {info['jetmamba']}, verified)",
+        f"model       {info['arch']}, recipe {info['recipe']}, for {board['name']} ({board['gpu_arch']})",
+        f"size        {info['bytes'] / 1e6:.2f} MB in {info['files']} files",
+        "inputs", *head, "outputs", *tail,
+        "ops         " + ", ".join(f"{k} x{v}" for k, v in info["ops"].items()),
+    ])  # fmt: skip

@@ -386,7 +386,12 @@ def _inspect_args(p):
 
 def _inspect(args) -> int:
     from jetmamba.calibration.inspect import describe_checkpoint, format_description
+    from jetmamba.compiler.bundle import describe_bundle, format_bundle, is_bundle
 
+    if is_bundle(args.model):
+        info = describe_bundle(args.model)
+        _emit(args, info, format_bundle(info))
+        return 0
     info = describe_checkpoint(args.model, tokenizer=args.tokenizer)
     _emit(args, info, format_description(info))
     return 0
@@ -446,7 +451,8 @@ COMMANDS = (
     ),
     Command(
         "inspect",
-        "describe a checkpoint: format, architecture, parameters, state size, tokenizer",
+        "describe a checkpoint (format, architecture, parameters, state size, tokenizer) or a bundle "
+        "(manifest, I/O contract, op histogram)",
         "jetmamba inspect --model ../shared/models/mamba2-tiny-wt2",
         _inspect_args,
         _inspect,

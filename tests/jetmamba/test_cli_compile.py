@@ -32,6 +32,11 @@ def test_compile_then_eval_the_bundle(capsys, tmp_path, qdir, wikitext_test):
     assert code == 0, err
     report = json.loads(out)
     assert report["board"] == {"name": "thor", "gpu_arch": "sm_110"} and "model.trt.onnx" in report["files"]
+    assert main(["inspect", "--model", str(bundle), "--json"]) == 0
+    out = capsys.readouterr().out
+    info = json.loads(out)
+    assert info["ops"]["jetmamba::SelectiveScan"] == 4 and info["recipe"] == "w8a8-mambaquant"
+    assert info["io"]["inputs"][0] == {"name": "input_ids", "dtype": "int64", "shape": ["batch", "seq"]}
     ppl = {}
     for name, model in (("bundle", bundle), ("simulation", qdir)):
         code, out, err = run(capsys, "eval", "--model", str(model), "--data", str(wikitext_test), "--seq-len", "256",

@@ -25,7 +25,7 @@ from onnx_ir import tape
 
 from jetmamba.compiler.ops.spec import DOMAIN
 
-ONNX_OPSET = 21  # what the bodies are written against (QuantizeLinear/DequantizeLinear with axis, fp16)
+ONNX_OPSET = 20  # the newest opset TensorRT 10.x parses (onnx-tensorrt operators-10.1.md: opsets 9-20)
 FLOAT = ir.DataType.FLOAT
 A = ir.AttributeType
 

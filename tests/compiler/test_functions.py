@@ -13,7 +13,7 @@ import pytest
 import torch
 from tolerances import assert_close
 
-from jetmamba.compiler.functions import Structure, build_function, overload_of
+from jetmamba.compiler.functions import ONNX_OPSET, Structure, build_function, overload_of
 from jetmamba.compiler.ops import OPSET
 from jetmamba.compiler.ops.spec import DOMAIN
 
@@ -44,7 +44,7 @@ def run_op(op: str, structure: Structure, inputs: dict, attrs: dict, outputs: li
     outs = [ir.Value(name=n, type=ir.TensorType(types[n]), shape=ir.Shape([None] * ranks[n])) for n in outputs]
     node = ir.Node(DOMAIN, op, values, attributes=[ir.convenience.convert_attribute(k, v) for k, v in attrs.items()],
                    outputs=outs, overload=overload_of(op, structure))  # fmt: skip
-    graph = ir.Graph(values, outs, nodes=[node], opset_imports={"": 21, DOMAIN: 1}, name="single_op")
+    graph = ir.Graph(values, outs, nodes=[node], opset_imports={"": ONNX_OPSET, DOMAIN: 1}, name="single_op")
     model = ir.Model(graph, ir_version=10, functions=[build_function(op, structure)])
     proto = ir.to_proto(model)
     onnx.checker.check_model(proto, full_check=True)

@@ -4,7 +4,7 @@ Builds a randomly initialised Mamba1 with mamba-790m's shape (d_model 1536, 48 l
 50280; ~790 M parameters), saves it as an fp16 checkpoint, then times ``jetmamba quantize`` on it
 as a whole process and reads its peak RSS from the kernel (``ru_maxrss`` of the child):
 
-    python benchmarks/quantize_scale.py --work /tmp/jm-scale --recipe w8a8-quamba --samples 16
+    python benchmarks/quantize_scale.py --work scale-work --recipe w8a8-quamba --samples 16
 
 Prints the fp16 size, the peak RSS, their ratio (the target is < 2) and the time per layer.
 """

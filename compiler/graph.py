@@ -89,6 +89,10 @@ class GraphBuilder:
 
     # ------------------------------------------------------------ nodes
 
+    def structure(self, **kw) -> Structure:
+        """A jetmamba node's static structure in this graph's float type (selects its body)."""
+        return Structure(float_type=FLOAT_NAMES[self.float_dtype], **kw)
+
     def op(self, op_type: str, *inputs: ir.Value | None, name: str | None = None, **attrs) -> ir.Value:
         return self.t.op(op_type, list(inputs), attrs or None, name=name)
 

@@ -43,7 +43,7 @@ def lower_quantized(model, *, state_dtype: torch.dtype = torch.float16) -> Graph
         norm_w = g.initializer(f"layers.{i}.norm.weight", block.norm_weight.float())
         x_q, residual = g.custom(
             "RMSNormQuant", {"x": residual, "weight": norm_w},
-            {"eps": float(block.norm_eps), "out_scale": float(block.in_scale)}, lowering.structure(act),
+            {"eps": float(block.norm_eps), "out_scale": float(block.in_scale)}, g.structure(),
             name=f"layers.{i}.norm",
         )  # fmt: skip
         out, conv_out, ssm_out = lowering.lower_mixer(g, block.mixer, x_q, float(block.in_scale), conv_in, ssm_in,

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from jetmamba.compiler.functions import Structure
-from jetmamba.compiler.graph import FLOAT_NAMES, GraphBuilder
+from jetmamba.compiler.graph import GraphBuilder
 
 
 def ssm_state_shape(config) -> tuple[int, ...]:
     return (config.d_inner, config.d_state)
-
-
-def structure(act: torch.dtype, **kw) -> Structure:
-    return Structure(float_type=FLOAT_NAMES[act], **kw)
 
 
 def lower_mixer(g: GraphBuilder, m, x_q, x_scale: float, conv_state, ssm_state, p: str):
@@ -28,7 +23,7 @@ def lower_mixer(g: GraphBuilder, m, x_q, x_scale: float, conv_state, ssm_state, 
         {"x": x_q, "weight": g.initializer(f"{p}.conv1d.weight", m.conv_weight), "bias": conv_bias,
          "conv_state": conv_state},
         {"x_scale": [s["x"]], "w_scale": m.conv_weight_scale.tolist(), "out_scale": [s["u"]]},
-        structure(act, k=c.d_conv, optional=() if conv_bias is None else ("bias",)), name=f"{p}.conv1d",
+        g.structure(k=c.d_conv, optional=() if conv_bias is None else ("bias",)), name=f"{p}.conv1d",
     )  # fmt: skip
     dbc = g.qgemm(u_q, s["u"], m.x_proj.weight, m.x_proj.weight_scale, None, f"{p}.x_proj")
     dt_r, B, C = g.ops("Split", [dbc, g.const_i64(c.dt_rank, c.d_state, c.d_state)], 3, axis=-1)
@@ -46,11 +41,11 @@ def lower_mixer(g: GraphBuilder, m, x_q, x_scale: float, conv_state, ssm_state, 
          "dt_bias": g.initializer(f"{p}.dt_bias", m.dt_bias.float()), "ssm_state": ssm_state,
          "gate_smooth": g.initializer(f"{p}.gate_smooth", m.gate_smooth.float()) if smooth else None},
         {f"{k}_scale": s[k] for k in ("u", "dt", "B", "C", "z")},
-        structure(act, optional=("gate_smooth",) if smooth else ()), name=f"{p}.selective_scan",
+        g.structure(optional=("gate_smooth",) if smooth else ()), name=f"{p}.selective_scan",
     )  # fmt: skip
     out_scale = float(m.out_proj_input_scale)
     if m.out_hadamard:
-        (y_q,) = g.custom("HadamardQuant", {"x": y}, {"out_scale": out_scale}, structure(act, n=c.d_inner),
+        (y_q,) = g.custom("HadamardQuant", {"x": y}, {"out_scale": out_scale}, g.structure(n=c.d_inner),
                           name=f"{p}.out_hadamard")  # fmt: skip
     else:
         y_q = g.quantize(g.cast(y, torch.float32), out_scale, f"{p}.out_proj.quantize")

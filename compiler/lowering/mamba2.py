@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from jetmamba.compiler.functions import Structure
-from jetmamba.compiler.graph import FLOAT_NAMES, GraphBuilder
+from jetmamba.compiler.graph import GraphBuilder
 
 
 def ssm_state_shape(config) -> tuple[int, ...]:
     return (config.n_heads, config.head_dim, config.d_state)
-
-
-def structure(act: torch.dtype, **kw) -> Structure:
-    return Structure(float_type=FLOAT_NAMES[act], **kw)
 
 
 def lower_mixer(g: GraphBuilder, m, x_q, x_scale: float, conv_state, ssm_state, p: str):
@@ -30,7 +25,7 @@ def lower_mixer(g: GraphBuilder, m, x_q, x_scale: float, conv_state, ssm_state, 
         {"x": xbc_q, "weight": g.initializer(f"{p}.conv1d.weight", m.conv_weight), "bias": conv_bias,
          "conv_state": conv_state},
         {"x_scale": [float(m.xBC_scale)], "w_scale": m.conv_weight_scale.tolist(), "out_scale": out_scale.tolist()},
-        structure(act, k=c.d_conv, optional=() if conv_bias is None else ("bias",)), name=f"{p}.conv1d",
+        g.structure(k=c.d_conv, optional=() if conv_bias is None else ("bias",)), name=f"{p}.conv1d",
     )  # fmt: skip
     x, B, C = g.ops("Split", [conv_q, g.const_i64(c.d_inner, G * n, G * n)], 3, axis=-1)
     lead = g.op("Slice", g.op("Shape", x), g.const_i64(0), g.const_i64(2))  # [batch, seq]
@@ -44,7 +39,7 @@ def lower_mixer(g: GraphBuilder, m, x_q, x_scale: float, conv_state, ssm_state, 
          "dt_bias": g.initializer(f"{p}.dt_bias", m.dt_bias.float()), "ssm_state": ssm_state},
         {"x_scale": m.x_scale.tolist(), "B_scale": m.B_scale.tolist(), "C_scale": m.C_scale.tolist(),
          "dt_min": float(c.dt_min), "dt_max": float("inf") if c.dt_max is None else float(c.dt_max)},
-        structure(act), name=f"{p}.ssd_scan",
+        g.structure(), name=f"{p}.ssd_scan",
     )  # fmt: skip
     y = g.op("Reshape", y, g.op("Concat", lead, g.const_i64(c.d_inner), axis=0))
     s = float(m.out_proj_input_scale)
@@ -52,7 +47,7 @@ def lower_mixer(g: GraphBuilder, m, x_q, x_scale: float, conv_state, ssm_state, 
         "GatedRMSNormQuant", {"y": y, "z": z_q, "weight": g.initializer(f"{p}.norm.weight", m.norm_weight.float())},
         {"z_scale": float(m.z_scale), "eps": float(c.gate_eps), "group_size": c.d_inner // G, "out_scale": s,
          "hadamard": int(m.out_hadamard)},
-        structure(act, n=c.d_inner if m.out_hadamard else 0), name=f"{p}.gated_norm",
+        g.structure(n=c.d_inner if m.out_hadamard else 0), name=f"{p}.gated_norm",
     )  # fmt: skip
     out = g.qgemm(y_q, s, m.out_proj.weight, m.out_proj.weight_scale, m.out_proj.bias, f"{p}.out_proj")
     return g.cast(out, act), conv_out, ssm_out

@@ -277,9 +277,11 @@ def selective_scan(s: Structure) -> ir.Function:
 
 def ssd_scan(s: Structure) -> ir.Function:
     b = _Body("SSDScan", ["x", "dt", "A", "B", "C", "D", "dt_bias", "ssm_state"],
-              {"x_scale": A.FLOATS, "B_scale": A.FLOATS, "C_scale": A.FLOATS, "dt_min": A.FLOAT,
+              {"heads": A.INT, "x_scale": A.FLOATS, "B_scale": A.FLOATS, "C_scale": A.FLOATS, "dt_min": A.FLOAT,
                "dt_max": A.FLOAT})  # fmt: skip
-    x = b("Cast", b["x"], to=FLOAT)  # [b, l, H, P]
+    split_heads = b("Concat", b.i64(0, 0), b("Unsqueeze", b("Cast", b.attr("heads"), to=ir.DataType.INT64), b.i64(0)),
+                    b.i64(-1), axis=0)  # fmt: skip
+    x = b("Reshape", b("Cast", b["x"], to=FLOAT), split_heads)  # [b, l, H*P] -> [b, l, H, P]
     xshape = b("Shape", x)
     heads = b("Slice", xshape, b.i64(2), b.i64(4))  # [H, P]
     channels = b("ReduceProd", heads, keepdims=1)  # one scale or one per channel: expand, then [H, P]

@@ -123,10 +123,22 @@ class GraphBuilder:
 
     # ------------------------------------------------------------ int8
 
-    def quantize(self, x: ir.Value, scale: float, name: str) -> ir.Value:
-        """QuantizeLinear to int8, per tensor (zero point 0)."""
-        zp = self.initializer(self._fresh("zero_point"), np.array(0, dtype=np.int8))
-        return self.op("QuantizeLinear", x, self.scalar(scale), zp, name=name)
+    def _scale(self, scale) -> ir.Value:
+        if isinstance(scale, torch.Tensor) and scale.numel() > 1:
+            return self.initializer(self._fresh("scale"), scale.detach().float().reshape(-1))
+        return self.scalar(float(scale))
+
+    def quantize(self, x: ir.Value, scale, name: str, axis: int | None = None) -> ir.Value:
+        """QuantizeLinear to int8 (zero point 0): per tensor, or per channel along ``axis``."""
+        s = self._scale(scale)
+        zp = np.zeros(() if axis is None else (s.const_value.shape[0],), dtype=np.int8)
+        kw = {} if axis is None else {"axis": axis}
+        return self.op("QuantizeLinear", x, s, self.initializer(self._fresh("zero_point"), zp), name=name, **kw)
+
+    def dequantize(self, q: ir.Value, scale, name: str, axis: int | None = None) -> ir.Value:
+        """DequantizeLinear of int8 codes to fp32: per tensor, or per channel along ``axis``."""
+        kw = {} if axis is None else {"axis": axis}
+        return self.op("DequantizeLinear", q, self._scale(scale), name=name, **kw)
 
     def qgemm(self, x_q: ir.Value, x_scale: float, weight: torch.Tensor, w_scale: torch.Tensor,
               bias: torch.Tensor | None, prefix: str) -> ir.Value:  # fmt: skip

@@ -236,9 +236,10 @@ class QuantMamba2Mixer(nn.Module):
         )  # fmt: skip
         x, B, C = conv_q.split([c.d_inner, c.n_groups * n, c.n_groups * n], dim=-1)
         y, ssm_state = ssd_scan_quant(
-            x.reshape(b, length, c.n_heads, c.head_dim), dt.to(self.act_dtype), -torch.exp(self.A_log),
+            x, dt.to(self.act_dtype), -torch.exp(self.A_log),
             B.reshape(b, length, c.n_groups, n), C.reshape(b, length, c.n_groups, n), self.D, self.dt_bias,
-            state.ssm, x_scale=self.x_scale, B_scale=self.B_scale, C_scale=self.C_scale, dt_min=c.dt_min,
+            state.ssm, heads=c.n_heads, x_scale=self.x_scale, B_scale=self.B_scale, C_scale=self.C_scale,
+            dt_min=c.dt_min,
             dt_max=float("inf") if c.dt_max is None else c.dt_max, out_dtype=self.act_dtype,
         )  # fmt: skip
         s = self.out_proj_input_scale

@@ -27,17 +27,24 @@ def lower_mixer(g: GraphBuilder, m, x_q, x_scale: float, conv_state, ssm_state, 
         {"x_scale": [float(m.xBC_scale)], "w_scale": m.conv_weight_scale.tolist(), "out_scale": out_scale.tolist()},
         g.structure(k=c.d_conv, optional=() if conv_bias is None else ("bias",)), name=f"{p}.conv1d",
     )  # fmt: skip
-    x, B, C = g.ops("Split", [conv_q, g.const_i64(c.d_inner, G * n, G * n)], 3, axis=-1)
-    lead = g.op("Slice", g.op("Shape", x), g.const_i64(0), g.const_i64(2))  # [batch, seq]
-    x = g.op("Reshape", x, g.op("Concat", lead, g.const_i64(c.n_heads, c.head_dim), axis=0))
-    B = g.op("Reshape", B, g.op("Concat", lead, g.const_i64(G, n), axis=0))
-    C = g.op("Reshape", C, g.op("Concat", lead, g.const_i64(G, n), axis=0))
+    # TensorRT moves int8 through plugins and Q/DQ only: the split into x, B, C and the reshape to
+    # groups happen between a DequantizeLinear and QuantizeLinears (exact: q * s / s rounds to q),
+    # a pattern its Q/DQ optimizer turns into int8 data movement
+    conv = g.dequantize(conv_q, out_scale, axis=2, name=f"{p}.conv1d.dequantize")
+    x, B, C = g.ops("Split", [conv, g.const_i64(c.d_inner, G * n, G * n)], 3, axis=-1)
+    lead = g.op("Slice", g.op("Shape", conv), g.const_i64(0), g.const_i64(2))  # [batch, seq]
+    x = g.quantize(x, m.x_scale, f"{p}.x.quantize", axis=2)
+    B = g.quantize(g.op("Reshape", B, g.op("Concat", lead, g.const_i64(G, n), axis=0)), m.B_scale,
+                   f"{p}.B.quantize", axis=2)  # fmt: skip
+    C = g.quantize(g.op("Reshape", C, g.op("Concat", lead, g.const_i64(G, n), axis=0)), m.C_scale,
+                   f"{p}.C.quantize", axis=2)  # fmt: skip
     y, ssm_out = g.custom(
         "SSDScan",
         {"x": x, "dt": g.cast(dt, act), "A": g.initializer(f"{p}.A", -torch.exp(m.A_log.float())),
          "B": B, "C": C, "D": g.initializer(f"{p}.D", m.D.float()),
          "dt_bias": g.initializer(f"{p}.dt_bias", m.dt_bias.float()), "ssm_state": ssm_state},
-        {"x_scale": m.x_scale.tolist(), "B_scale": m.B_scale.tolist(), "C_scale": m.C_scale.tolist(),
+        {"heads": c.n_heads, "x_scale": m.x_scale.tolist(), "B_scale": m.B_scale.tolist(),
+         "C_scale": m.C_scale.tolist(),
          "dt_min": float(c.dt_min), "dt_max": float("inf") if c.dt_max is None else float(c.dt_max)},
         g.structure(), name=f"{p}.ssd_scan",
     )  # fmt: skip

@@ -68,7 +68,7 @@ OPSET: dict[str, OpSpec] = {
             "SSDScan",
             "Mamba2 SSD: int8 x (per-channel scales), int8 B and C (per-group scales), fp16 dt, D skip",
             inputs=(
-                TensorSpec("x", ("int8",), "[b, l, H, P]"),
+                TensorSpec("x", ("int8",), "[b, l, H*P]", "heads flattened, so per-channel scales ride on one axis"),
                 TensorSpec("dt", _FP, "[b, l, H]", "before dt_bias, softplus and the clamp"),
                 TensorSpec("A", ("float32",), "[H]"),
                 TensorSpec("B", ("int8",), "[b, l, G, N]"),
@@ -79,6 +79,7 @@ OPSET: dict[str, OpSpec] = {
             ),
             outputs=(TensorSpec("y", _FP, "[b, l, H, P]"), TensorSpec("ssm_state_out", _STATE, "[b, H, P, N]")),
             attributes=(
+                AttrSpec("heads", "int", "H: x's channels are H heads of P", minimum=1),
                 AttrSpec("x_scale", "floats", "one per channel (H*P), or one", minimum=SCALE["minimum"]),
                 AttrSpec("B_scale", "floats", "one per group (G), or one", minimum=SCALE["minimum"]),
                 AttrSpec("C_scale", "floats", "one per group (G), or one", minimum=SCALE["minimum"]),

@@ -94,16 +94,18 @@ def hadamard_quant(x, *, out_scale: float):
 
 def ssd_scan_quant(
     x, dt, A, B, C, D, dt_bias, ssm_state,
-    *, x_scale, B_scale, C_scale, dt_min: float = 0.0, dt_max: float = float("inf"),
+    *, heads: int, x_scale, B_scale, C_scale, dt_min: float = 0.0, dt_max: float = float("inf"),
     out_dtype: torch.dtype = torch.float16,
 ):  # fmt: skip
-    """jetmamba::SSDScan (Mamba2). x: [b, l, H, P] int8 with one scale or one per channel [H*P]
+    """jetmamba::SSDScan (Mamba2). x: [b, l, H*P] int8 (``heads`` = H) with one scale or one per channel [H*P]
     (Quamba2's clustered scales); dt: [b, l, H] fp16/fp32 (Mamba2's dt stays fp16); B, C:
     [b, l, G, N] int8 with one scale or one per SSD group [G]; A, D, dt_bias: [H] fp32;
     ssm_state: [b, H, P, N] (fp16 by default) or None. fp32 maths:
     dt <- clamp(softplus(dt + dt_bias), dt_min, dt_max), the chunked recurrence, D skip.
     Returns (y [b, l, H, P] in out_dtype, state in the state's dtype)."""
-    b, l, H, P = x.shape
+    b, l, channels = x.shape
+    H, P = heads, channels // heads
+    x = x.reshape(b, l, H, P)
     G = B.shape[2]
     xs = _per_channel(x_scale, H * P, x.device).reshape(H, P)
     bs = _per_channel(B_scale, G, B.device).reshape(G, 1)

@@ -153,7 +153,7 @@ def test_ssd_scan(length, groups, per_channel):
 
     g = torch.Generator().manual_seed(100 + length)
     bsz, H, P, N = 2, 4, 8, 16
-    x, B, C = _int8(g, bsz, length, H, P), _int8(g, bsz, length, groups, N), _int8(g, bsz, length, groups, N)
+    x, B, C = _int8(g, bsz, length, H * P), _int8(g, bsz, length, groups, N), _int8(g, bsz, length, groups, N)
     dt = torch.randn(bsz, length, H, generator=g).half()
     A, D, dt_bias = -torch.rand(H, generator=g) - 0.5, torch.randn(H, generator=g), torch.randn(H, generator=g) - 1
     state = (torch.randn(bsz, H, P, N, generator=g) * 0.1).half()
@@ -161,7 +161,7 @@ def test_ssd_scan(length, groups, per_channel):
         "x_scale": (torch.rand(H * P, generator=g) * 0.02 + 0.01).tolist() if per_channel else [0.02],
         "B_scale": (torch.rand(groups, generator=g) * 0.02 + 0.01).tolist() if per_channel else [0.02],
         "C_scale": (torch.rand(groups, generator=g) * 0.02 + 0.01).tolist() if per_channel else [0.02],
-        "dt_min": 0.001, "dt_max": 0.5 if per_channel else float("inf"),
+        "dt_min": 0.001, "dt_max": 0.5 if per_channel else float("inf"), "heads": H,
     }  # fmt: skip
     want_y, want_h = ssd_scan_quant(x, dt, A, B, C, D, dt_bias, state, **attrs)
     y, h = run_op("SSDScan", Structure(), _np(x=x, dt=dt, A=A, B=B, C=C, D=D, dt_bias=dt_bias, ssm_state=state),

@@ -100,8 +100,9 @@ def test_ssd_scan_quant_per_channel_and_group_scales():
     dt, A = torch.randn(b, l, H, generator=g), -torch.rand(H, generator=g) * 3
     D, bias = torch.randn(H, generator=g), torch.randn(H, generator=g)
     xs, bs, cs = torch.rand(H * P, generator=g) * 0.05 + 0.01, torch.tensor([0.02, 0.04]), torch.tensor([0.03, 0.01])
-    y, h = ref.ssd_scan_quant(x, dt, A, B, C, D, bias, None, x_scale=xs.tolist(), B_scale=bs.tolist(),
-                              C_scale=cs.tolist(), dt_max=0.5, out_dtype=torch.float32)  # fmt: skip
+    scales = {"x_scale": xs.tolist(), "B_scale": bs.tolist(), "C_scale": cs.tolist()}
+    y, h = ref.ssd_scan_quant(x.reshape(b, l, H * P), dt, A, B, C, D, bias, None, heads=H, dt_max=0.5,
+                              out_dtype=torch.float32, **scales)  # fmt: skip
     d = torch.nn.functional.softplus(dt.double() + bias.double()).clamp(max=0.5)
     y_ref, _ = ssd_scan_ref(
         x.double() * xs.double().view(H, P), d, A.double(), B.double() * bs.double().view(G, 1),
@@ -122,7 +123,7 @@ def test_gated_rms_norm_quant(hadamard):
 
 def test_dt_max_may_be_unbounded():
     spec = OPSET["SSDScan"]
-    attrs = spec.check_attributes({"x_scale": [0.1], "B_scale": [0.1], "C_scale": [0.1]})
+    attrs = spec.check_attributes({"heads": 2, "x_scale": [0.1], "B_scale": [0.1], "C_scale": [0.1]})
     assert attrs["dt_max"] == float("inf")
     with pytest.raises(ValueError, match="x_scale: inf is not finite"):
-        spec.check_attributes({"x_scale": [float("inf")], "B_scale": [0.1], "C_scale": [0.1]})
+        spec.check_attributes({"heads": 2, "x_scale": [float("inf")], "B_scale": [0.1], "C_scale": [0.1]})

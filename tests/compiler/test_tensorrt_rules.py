@@ -101,8 +101,6 @@ def test_mamba1_graph_follows_tensorrt_rules(matrix, mamba1_fixture, recipe):
     assert _violations(proto, types, matrix) == []
 
 
-@pytest.mark.xfail(strict=True, reason="Mamba2's conv output is split and reshaped as int8 before SSDScan; "
-                   "TensorRT's parser has no int8 Split/Reshape (docs/compiler.md, known gaps)")  # fmt: skip
 def test_mamba2_graph_follows_tensorrt_rules(matrix, mamba2_fixture):
     proto, types = _graphs(mamba2_fixture, "w8a8-quamba2")
     assert _violations(proto, types, matrix) == []

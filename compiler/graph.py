@@ -17,6 +17,7 @@ The I/O contract of a lowered model (one graph for prefill and decode):
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -102,7 +103,8 @@ class GraphBuilder:
     def custom(self, op: str, inputs: dict[str, ir.Value | None], attrs: dict, structure: Structure,
                name: str) -> tuple[ir.Value, ...]:  # fmt: skip
         """A jetmamba node: inputs by spec name (None for an absent optional one), attributes
-        checked and completed by the spec, the overload its structure selects recorded."""
+        checked and completed by the spec, the overload of its structure (with the optional
+        inputs present) set."""
         spec = OPSET[op]
         known = {t.name for t in spec.inputs}
         unknown = sorted(set(inputs) - known)
@@ -116,7 +118,9 @@ class GraphBuilder:
             if v is not None:
                 ordered.append(v)
         attributes = spec.check_attributes(attrs)
-        overload = overload_of(op, structure)
+        # which optional inputs are present is part of the structure: derived here, once
+        present = tuple(sorted(t.name for t in spec.inputs if t.optional and inputs.get(t.name) is not None))
+        overload = overload_of(op, dataclasses.replace(structure, optional=present))
         outs = self.t.op_multi_out(op, ordered, attributes, domain=DOMAIN, overload=overload,
                                    num_outputs=len(spec.outputs), name=name)  # fmt: skip
         return tuple(outs)

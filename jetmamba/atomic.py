@@ -44,9 +44,7 @@ def atomic_write_text(target: str | os.PathLike, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(name, 0o666 & ~umask)
+        os.chmod(name, 0o666 & ~_umask())
         os.replace(name, target)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -58,8 +56,14 @@ def atomic_write_text(target: str | os.PathLike, text: str) -> Path:
 def _normal_permissions(root: Path) -> None:
     """mkdtemp makes 0700 directories and some writers 0600 files; an artifact gets what the
     user's umask gives any new file (0755 / 0644 with the usual umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
+    umask = _umask()
     for path in [root, *root.rglob("*")]:
         if not path.is_symlink():
             path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it: put it straight back)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask

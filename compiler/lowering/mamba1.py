@@ -23,7 +23,7 @@ def lower_mixer(g: GraphBuilder, m, x_q, x_scale: float, conv_state, ssm_state, 
         {"x": x_q, "weight": g.initializer(f"{p}.conv1d.weight", m.conv_weight), "bias": conv_bias,
          "conv_state": conv_state},
         {"x_scale": [s["x"]], "w_scale": m.conv_weight_scale.tolist(), "out_scale": [s["u"]]},
-        g.structure(k=c.d_conv, optional=() if conv_bias is None else ("bias",)), name=f"{p}.conv1d",
+        g.structure(k=c.d_conv), name=f"{p}.conv1d",
     )  # fmt: skip
     dbc = g.qgemm(u_q, s["u"], m.x_proj.weight, m.x_proj.weight_scale, None, f"{p}.x_proj")
     dt_r, B, C = g.ops("Split", [dbc, g.const_i64(c.dt_rank, c.d_state, c.d_state)], 3, axis=-1)
@@ -41,7 +41,7 @@ def lower_mixer(g: GraphBuilder, m, x_q, x_scale: float, conv_state, ssm_state, 
          "dt_bias": g.initializer(f"{p}.dt_bias", m.dt_bias.float()), "ssm_state": ssm_state,
          "gate_smooth": g.initializer(f"{p}.gate_smooth", m.gate_smooth.float()) if smooth else None},
         {f"{k}_scale": s[k] for k in ("u", "dt", "B", "C", "z")},
-        g.structure(optional=("gate_smooth",) if smooth else ()), name=f"{p}.selective_scan",
+        g.structure(), name=f"{p}.selective_scan",
     )  # fmt: skip
     out_scale = float(m.out_proj_input_scale)
     if m.out_hadamard:

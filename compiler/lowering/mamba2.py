@@ -25,7 +25,7 @@ def lower_mixer(g: GraphBuilder, m, x_q, x_scale: float, conv_state, ssm_state, 
         {"x": xbc_q, "weight": g.initializer(f"{p}.conv1d.weight", m.conv_weight), "bias": conv_bias,
          "conv_state": conv_state},
         {"x_scale": [float(m.xBC_scale)], "w_scale": m.conv_weight_scale.tolist(), "out_scale": out_scale.tolist()},
-        g.structure(k=c.d_conv, optional=() if conv_bias is None else ("bias",)), name=f"{p}.conv1d",
+        g.structure(k=c.d_conv), name=f"{p}.conv1d",
     )  # fmt: skip
     # TensorRT moves int8 through plugins and Q/DQ only: the split into x, B, C and the reshape to
     # groups happen between a DequantizeLinear and QuantizeLinears (exact: q * s / s rounds to q),

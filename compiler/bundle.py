@@ -62,21 +62,23 @@ def _plugin_sources() -> list[tuple[Path, str]]:
     )
 
 
-def write_bundle(qmodel, out, *, board: str, tokenizer_file: Path | None = None, source: str = "") -> dict:
-    """Lower ``qmodel`` (a QuantizedModel) and write the bundle directory ``out``; the manifest."""
+def write_bundle(model, out, *, board: str, tokenizer_file: Path | None = None, source: str = "",
+                 dtype=None) -> dict:  # fmt: skip
+    """Lower ``model`` — a QuantizedModel, or an fp model lowered unquantized in ``dtype``
+    (default float16) — and write the bundle directory ``out``; returns the manifest."""
     import onnx
     import onnx_ir as ir
     import torch
 
     from jetmamba.boards import board_arch
     from jetmamba.compiler.functions import ONNX_OPSET
-    from jetmamba.compiler.lowering import io_contract, lower_quantized
+    from jetmamba.compiler.lowering import lower
     from jetmamba.compiler.ops.spec import DOMAIN, OPSET_VERSION
     from jetmamba.compiler.passes import attach_functions, run_pipeline, tensorrt_flavour
 
     arch = board_arch(board)
-    graph = run_pipeline(lower_quantized(qmodel).model())
-    ins, outs = io_contract(qmodel.config)
+    builder, (ins, outs), recipe = lower(model, dtype=torch.float16 if dtype is None else dtype)
+    graph = run_pipeline(builder.model())
     with atomic_directory(out) as tmp:
         ir.save(attach_functions(graph), tmp / ORT_GRAPH, external_data=WEIGHTS)
         # the TensorRT flavour from the saved graph: its initializers stay references into the
@@ -103,8 +105,8 @@ def write_bundle(qmodel, out, *, board: str, tokenizer_file: Path | None = None,
             "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnx_ir": ir.__version__},
             "board": {"name": board, "gpu_arch": arch},
             "source": source,
-            "config": qmodel.config.to_dict(),
-            "recipe": qmodel.recipe,
+            "config": model.config.to_dict(),
+            "recipe": recipe,
             "graphs": {"onnxruntime": ORT_GRAPH, "tensorrt": TRT_GRAPH, "weights": WEIGHTS},
             "opsets": {"ai.onnx": ONNX_OPSET, DOMAIN: OPSET_VERSION},
             "io": {"inputs": [t.to_dict() for t in ins], "outputs": [t.to_dict() for t in outs]},
@@ -167,10 +169,15 @@ def verify_bundle(directory) -> dict:
 
 def load_bundle(directory):
     """(manifest, OrtModel on the function-body graph), after verification."""
+    from jetmamba.calibration.arch import config_from_dict
     from jetmamba.compiler.ort import OrtModel
 
     manifest = verify_bundle(directory)
-    return manifest, OrtModel(Path(directory) / manifest["graphs"]["onnxruntime"])
+    try:
+        config = config_from_dict(manifest["config"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise BundleError(f"{directory}: the manifest's model config is not valid ({exc})") from None
+    return manifest, OrtModel(Path(directory) / manifest["graphs"]["onnxruntime"], config=config)
 
 
 def describe_bundle(directory) -> dict:

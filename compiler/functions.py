@@ -15,6 +15,7 @@ function per distinct structure, named by :func:`overload_of` (e.g. ``HadamardQu
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -109,6 +110,14 @@ class _Body:
         scaled = self("Div", x, self.attr(scale_attr))
         return self("QuantizeLinear", scaled, self.f32(1.0), self.const(np.array(0, dtype=np.int8)))
 
+    def load(self, name: str, scale_attr: str | None) -> ir.Value:
+        """An input as fp32: dequantized with ``scale_attr`` (an int8 op), or cast (an fp variant)."""
+        return self("Cast", self[name], to=FLOAT) if scale_attr is None else self.dequantize(self[name], scale_attr)
+
+    def store(self, x: ir.Value, s: Structure, scale_attr: str | None) -> ir.Value:
+        """An fp32 result as the op outputs it: int8 codes, or the graph's float type."""
+        return self.to_float(x, s) if scale_attr is None else self.quantize(x, scale_attr)
+
     def silu(self, x: ir.Value) -> ir.Value:
         return self("Mul", x, self("Sigmoid", x))
 
@@ -168,25 +177,30 @@ def hadamard_quant(s: Structure) -> ir.Function:
 # ---------------------------------------------------------------- norms
 
 
-def rms_norm_quant(s: Structure) -> ir.Function:
+def _q(quant: bool, attr: str) -> str | None:
+    """The scale attribute of an int8 tensor, or None in an fp variant."""
+    return attr if quant else None
+
+
+def rms_norm(s: Structure, quant: bool = True) -> ir.Function:
     has_res = "residual" in s.optional
-    b = _Body("RMSNormQuant", ["x", "residual", "weight"] if has_res else ["x", "weight"],
-              {"eps": A.FLOAT, "out_scale": A.FLOAT})  # fmt: skip
+    b = _Body("RMSNormQuant" if quant else "RMSNorm", ["x", "residual", "weight"] if has_res else ["x", "weight"],
+              {"eps": A.FLOAT, "out_scale": A.FLOAT} if quant else {"eps": A.FLOAT})  # fmt: skip
     r32 = b("Cast", b["x"], to=FLOAT)
     if has_res:
         r32 = b("Add", r32, b("Cast", b["residual"], to=FLOAT))
     r = b.to_float(r32, s)  # the residual stream is stored in the graph's float type
     normed = b.rms(b("Cast", r, to=FLOAT), b.attr("eps"))
-    y = b.quantize(b("Mul", normed, b("Cast", b["weight"], to=FLOAT)), "out_scale")
+    y = b.store(b("Mul", normed, b("Cast", b["weight"], to=FLOAT)), s, _q(quant, "out_scale"))
     return b.function([y, b("Identity", r)], ["y", "residual_out"], s)
 
 
-def gated_rms_norm_quant(s: Structure) -> ir.Function:
-    b = _Body("GatedRMSNormQuant", ["y", "z", "weight"],
-              {"z_scale": A.FLOAT, "eps": A.FLOAT, "group_size": A.INT, "out_scale": A.FLOAT,
-               "hadamard": A.INT})  # fmt: skip
+def gated_rms_norm(s: Structure, quant: bool = True) -> ir.Function:
+    attrs = {"z_scale": A.FLOAT, "eps": A.FLOAT, "group_size": A.INT, "out_scale": A.FLOAT, "hadamard": A.INT}
+    b = _Body("GatedRMSNormQuant" if quant else "GatedRMSNorm", ["y", "z", "weight"],
+              attrs if quant else {"eps": A.FLOAT, "group_size": A.INT})  # fmt: skip
     y32 = b("Cast", b["y"], to=FLOAT)
-    h = b("Mul", y32, b.silu(b.dequantize(b["z"], "z_scale")))
+    h = b("Mul", y32, b.silu(b.load("z", _q(quant, "z_scale"))))
     shape = b("Shape", h)
     grouped = b("Reshape", h, b("Concat", b("Slice", shape, b.i64(0), b.i64(-1)), b.i64(-1),
                                 b("Unsqueeze", b("Cast", b.attr("group_size"), to=ir.DataType.INT64), b.i64(0)),
@@ -195,24 +209,23 @@ def gated_rms_norm_quant(s: Structure) -> ir.Function:
     n = b("Mul", normed, b("Cast", b["weight"], to=FLOAT))
     if s.n:
         n = _hadamard(b, n, s.n)
-    return b.function([b.quantize(n, "out_scale")], ["out"], s)
+    return b.function([b.store(n, s, _q(quant, "out_scale"))], ["out"], s)
 
 
 # ---------------------------------------------------------------- conv
 
 
-def causal_conv1d(s: Structure) -> ir.Function:
+def causal_conv1d(s: Structure, quant: bool = True) -> ir.Function:
     has_bias = "bias" in s.optional
     names = ["x", "weight", "bias", "conv_state"] if has_bias else ["x", "weight", "conv_state"]
-    b = _Body("CausalConv1d", names, {"x_scale": A.FLOATS, "w_scale": A.FLOATS, "out_scale": A.FLOATS})
+    b = _Body("CausalConv1d" if quant else "CausalConv1dFp", names,
+              {"x_scale": A.FLOATS, "w_scale": A.FLOATS, "out_scale": A.FLOATS} if quant else {})  # fmt: skip
     k = s.k
-    xq = b("Concat", b["conv_state"], b["x"], axis=1)  # [b, k-1+l, c] int8
-    xs = b.dequantize(xq, "x_scale")
-    w = b(
-        "Mul",
-        b("Cast", b("Transpose", b["weight"], perm=[1, 0]), to=FLOAT),
-        b("Unsqueeze", b.attr("w_scale"), b.i64(0)),
-    )  # [k, c] fp32; fmt: skip
+    xq = b("Concat", b["conv_state"], b["x"], axis=1)  # [b, k-1+l, c], int8 or fp
+    xs = b.dequantize(xq, "x_scale") if quant else b("Cast", xq, to=FLOAT)
+    w = b("Cast", b("Transpose", b["weight"], perm=[1, 0]), to=FLOAT)  # [k, c] fp32
+    if quant:
+        w = b("Mul", w, b("Unsqueeze", b.attr("w_scale"), b.i64(0)))
     length = b("Sub", b("Shape", xs, start=1, end=2), b.i64(k - 1))
     y = None
     for j in range(k):
@@ -220,8 +233,8 @@ def causal_conv1d(s: Structure) -> ir.Function:
         term = b("Mul", tap, b("Gather", w, b.i64(j), axis=0))
         y = term if y is None else b("Add", y, term)
     if has_bias:
-        y = b("Add", y, b["bias"])
-    out = b.quantize(b.silu(y), "out_scale")
+        y = b("Add", y, b("Cast", b["bias"], to=FLOAT))
+    out = b.store(b.silu(y), s, _q(quant, "out_scale"))
     state = b("Slice", xq, b.i64(-(k - 1)), b.i64(2**62), b.i64(1))
     return b.function([out, state], ["y", "conv_state_out"], s)
 
@@ -250,14 +263,15 @@ def _scan(b: _Body, state: ir.Value, seq: list[ir.Value], body_fn, n_out: int = 
     return outs[0], outs[1:]
 
 
-def selective_scan(s: Structure) -> ir.Function:
+def selective_scan(s: Structure, quant: bool = True) -> ir.Function:
     smooth = "gate_smooth" in s.optional
     names = ["u", "dt", "A", "B", "C", "D", "z", "dt_bias", "ssm_state"] + (["gate_smooth"] if smooth else [])
-    b = _Body("SelectiveScan", names, {f"{t}_scale": A.FLOAT for t in ("u", "dt", "B", "C", "z")})
-    u = b.dequantize(b["u"], "u_scale")  # [b, l, d]
-    dt = b.softplus(b("Add", b.dequantize(b["dt"], "dt_scale"), b["dt_bias"]))
-    B, C = b.dequantize(b["B"], "B_scale"), b.dequantize(b["C"], "C_scale")  # [b, l, n]
-    z = b.dequantize(b["z"], "z_scale")
+    b = _Body("SelectiveScan" if quant else "SelectiveScanFp", names,
+              {f"{t}_scale": A.FLOAT for t in ("u", "dt", "B", "C", "z")} if quant else {})  # fmt: skip
+    u = b.load("u", _q(quant, "u_scale"))  # [b, l, d]
+    dt = b.softplus(b("Add", b.load("dt", _q(quant, "dt_scale")), b["dt_bias"]))
+    B, C = b.load("B", _q(quant, "B_scale")), b.load("C", _q(quant, "C_scale"))  # [b, l, n]
+    z = b.load("z", _q(quant, "z_scale"))
     a = b["A"]
 
     def step(bb, h, dt_t, u_t, b_t, c_t):  # h [b, d, n]; dt_t, u_t [b, d]; b_t, c_t [b, n]
@@ -275,17 +289,19 @@ def selective_scan(s: Structure) -> ir.Function:
     return b.function([y, b("CastLike", h, b["ssm_state"])], ["y", "ssm_state_out"], s)
 
 
-def ssd_scan(s: Structure) -> ir.Function:
-    b = _Body("SSDScan", ["x", "dt", "A", "B", "C", "D", "dt_bias", "ssm_state"],
-              {"heads": A.INT, "x_scale": A.FLOATS, "B_scale": A.FLOATS, "C_scale": A.FLOATS, "dt_min": A.FLOAT,
-               "dt_max": A.FLOAT})  # fmt: skip
+def ssd_scan(s: Structure, quant: bool = True) -> ir.Function:
+    attrs = {"heads": A.INT, "dt_min": A.FLOAT, "dt_max": A.FLOAT}
+    if quant:
+        attrs |= {"x_scale": A.FLOATS, "B_scale": A.FLOATS, "C_scale": A.FLOATS}
+    b = _Body("SSDScan" if quant else "SSDScanFp", ["x", "dt", "A", "B", "C", "D", "dt_bias", "ssm_state"], attrs)
     split_heads = b("Concat", b.i64(0, 0), b("Unsqueeze", b("Cast", b.attr("heads"), to=ir.DataType.INT64), b.i64(0)),
                     b.i64(-1), axis=0)  # fmt: skip
     x = b("Reshape", b("Cast", b["x"], to=FLOAT), split_heads)  # [b, l, H*P] -> [b, l, H, P]
     xshape = b("Shape", x)
     heads = b("Slice", xshape, b.i64(2), b.i64(4))  # [H, P]
     channels = b("ReduceProd", heads, keepdims=1)  # one scale or one per channel: expand, then [H, P]
-    x = b("Mul", x, b("Reshape", b("Expand", b.attr("x_scale"), channels), heads))
+    if quant:
+        x = b("Mul", x, b("Reshape", b("Expand", b.attr("x_scale"), channels), heads))
     dt = b.softplus(b("Add", b("Cast", b["dt"], to=FLOAT), b["dt_bias"]))
     dt = b("Min", b("Max", dt, b.attr("dt_min")), b.attr("dt_max"))  # [b, l, H]
     # B, C [b, l, G, N] -> per head [b, l, H, N]: head h reads group h // (H / G)
@@ -293,7 +309,9 @@ def ssd_scan(s: Structure) -> ir.Function:
     per_group = b("Div", b("Slice", heads, b.i64(0), b.i64(1)), b("Slice", gshape, b.i64(2), b.i64(3)))
 
     def per_head(q, attr):
-        v = b("Mul", b("Cast", q, to=FLOAT), b("Unsqueeze", b.attr(attr), b.i64(-1)))  # [b, l, G, N]
+        v = b("Cast", q, to=FLOAT)  # [b, l, G, N]
+        if quant:
+            v = b("Mul", v, b("Unsqueeze", b.attr(attr), b.i64(-1)))
         v = b("Unsqueeze", v, b.i64(3))  # [b, l, G, 1, N]
         lead = b("Slice", gshape, b.i64(0), b.i64(3))
         n = b("Slice", gshape, b.i64(3), b.i64(4))
@@ -319,11 +337,17 @@ def ssd_scan(s: Structure) -> ir.Function:
 
 BUILDERS: dict[str, Callable[[Structure], ir.Function]] = {
     "HadamardQuant": hadamard_quant,
-    "RMSNormQuant": rms_norm_quant,
-    "GatedRMSNormQuant": gated_rms_norm_quant,
+    "RMSNormQuant": rms_norm,
+    "GatedRMSNormQuant": gated_rms_norm,
     "CausalConv1d": causal_conv1d,
     "SelectiveScan": selective_scan,
     "SSDScan": ssd_scan,
+    # the fp variants: the same bodies with casts where the int8 ops dequantize and quantize
+    "RMSNorm": functools.partial(rms_norm, quant=False),
+    "GatedRMSNorm": functools.partial(gated_rms_norm, quant=False),
+    "CausalConv1dFp": functools.partial(causal_conv1d, quant=False),
+    "SelectiveScanFp": functools.partial(selective_scan, quant=False),
+    "SSDScanFp": functools.partial(ssd_scan, quant=False),
 }
 
 

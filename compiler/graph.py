@@ -8,7 +8,8 @@ TensorRT's explicit-quantization form, and graph inputs/outputs with symbolic sh
 The I/O contract of a lowered model (one graph for prefill and decode):
 
 - ``input_ids`` int64 ``[batch, seq]``;
-- per layer ``i``: ``conv_state.{i}`` int8 ``[batch, d_conv - 1, conv_dim]`` and
+- per layer ``i``: ``conv_state.{i}`` ``[batch, d_conv - 1, conv_dim]`` (int8 in a quantized
+  graph, the float type in an unquantized one) and
   ``ssm_state.{i}`` (the state dtype) ``[batch, d_inner, d_state]`` (Mamba1) or
   ``[batch, heads, head_dim, d_state]`` (Mamba2), zeros for a fresh sequence;
 - outputs ``logits`` fp32 ``[batch, seq, vocab]`` and ``conv_state_out.{i}``,
@@ -28,6 +29,7 @@ from onnx_ir import tape
 from jetmamba.compiler.functions import ONNX_OPSET, Structure, overload_of
 from jetmamba.compiler.ops import OPSET
 from jetmamba.compiler.ops.spec import DOMAIN
+from jetmamba.errors import UnsupportedError
 
 BATCH, SEQ = "batch", "seq"
 DTYPES = {
@@ -117,7 +119,13 @@ class GraphBuilder:
                 raise ValueError(f"{spec.qualified_name}: input {t.name} is required")
             if v is not None:
                 ordered.append(v)
-        attributes = spec.check_attributes(attrs)
+        try:
+            attributes = spec.check_attributes(attrs)
+        except ValueError as exc:
+            raise UnsupportedError(f"{spec.qualified_name} ({name}) cannot be lowered: {exc}") from None
+        reason = spec.unsupported({"k": structure.k, "n": structure.n, **attributes})
+        if reason is not None:
+            raise UnsupportedError(f"{spec.qualified_name} ({name}) cannot be lowered: {reason}")
         # which optional inputs are present is part of the structure: derived here, once
         present = tuple(sorted(t.name for t in spec.inputs if t.optional and inputs.get(t.name) is not None))
         overload = overload_of(op, dataclasses.replace(structure, optional=present))
@@ -158,6 +166,15 @@ class GraphBuilder:
         y = self.op("MatMul", x, self.op("Transpose", wd, perm=[1, 0]), name=f"{prefix}.matmul")
         if bias is not None:
             y = self.op("Add", y, self.initializer(f"{prefix}.bias", bias.float()))
+        return y
+
+    def linear(self, x: ir.Value, weight: torch.Tensor, bias: torch.Tensor | None, prefix: str) -> ir.Value:
+        """The fp GEMM x @ W^T (+ bias) in the graph's float type: W [out, in] stored as given,
+        as in the checkpoint (TensorRT folds the transpose of a constant)."""
+        w = self.initializer(f"{prefix}.weight", weight.to(self.float_dtype))
+        y = self.op("MatMul", x, self.op("Transpose", w, perm=[1, 0]), name=f"{prefix}.matmul")
+        if bias is not None:
+            y = self.op("Add", y, self.initializer(f"{prefix}.bias", bias.to(self.float_dtype)))
         return y
 
     def cast(self, x: ir.Value, dtype: torch.dtype) -> ir.Value:

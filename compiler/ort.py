@@ -28,7 +28,7 @@ def _onnxruntime():
 class OrtModel:
     """``source``: an onnx_ir Model, serialized ONNX bytes, or a path to a .onnx file."""
 
-    def __init__(self, source, *, threads: int | None = None, providers=("CPUExecutionProvider",)):
+    def __init__(self, source, *, threads: int | None = None, providers=("CPUExecutionProvider",), config=None):
         ort = _onnxruntime()
         if not isinstance(source, (bytes, str)) and not hasattr(source, "__fspath__"):
             import onnx_ir as ir
@@ -43,6 +43,7 @@ class OrtModel:
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.n_layer = sum(name.startswith("conv_state.") for name in self.inputs)
         self.device = "cpu"
+        self.config = config  # the model's ModelConfig, where known (a bundle's manifest has it)
 
     def init_state(self, batch_size: int) -> dict[str, np.ndarray]:
         """Zero conv and SSM states of every layer, shaped and typed as the graph declares them."""

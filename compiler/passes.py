@@ -27,10 +27,11 @@ def _custom_nodes(model: ir.Model):
 
 
 def fuse_residual_add(model: ir.Model) -> ir.Model:
-    """Add(out, residual) -> RMSNormQuant(x) becomes RMSNormQuant(out, residual): the residual add
-    fused into the norm, one read of each stream instead of a separate elementwise kernel."""
+    """Add(out, residual) -> RMSNormQuant(x) becomes RMSNormQuant(out, residual) (RMSNorm alike):
+    the residual add fused into the norm, one read of each stream instead of a separate
+    elementwise kernel."""
     for node in _custom_nodes(model):
-        if node.op_type != "RMSNormQuant" or len(node.inputs) != 2:
+        if node.op_type not in ("RMSNormQuant", "RMSNorm") or len(node.inputs) != 2:
             continue
         add = node.inputs[0].producer()
         if add is None or add.op_type != "Add" or add.domain != "" or len(add.outputs[0].uses()) != 1:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from jetmamba import __version__
-from jetmamba.errors import JetmambaError, UnsupportedError, UsageError
+from jetmamba.errors import JetmambaError, UsageError
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:
@@ -56,11 +56,21 @@ def _emit(args, payload: dict, text: str) -> None:
 def _demo_args(p):
     _add_output_args(p)
     p.add_argument("--seed", type=int, default=0, help="sampling seed for the generated text (default 0)")
+    p.add_argument("--model", metavar="BUNDLE",
+                   help="run the demo's evaluation, decode check and generation on this bundle (through ONNX "
+                        "Runtime) instead of the built-in model")  # fmt: skip
 
 
 def _demo(args) -> int:
-    from jetmamba.demo.run import format_report, run_demo
+    from jetmamba.demo.run import format_bundle_report, format_report, run_bundle_demo, run_demo
 
+    if args.model is not None:
+        from jetmamba.compiler.bundle import verify_bundle
+
+        verify_bundle(args.model)  # a clear error for anything that is not an intact bundle
+        report = run_bundle_demo(args.model, seed=args.seed, show_progress=not args.quiet)
+        _emit(args, report, format_bundle_report(report))
+        return 0
     report = run_demo(seed=args.seed, show_progress=not args.quiet)
     _emit(args, report, format_report(report))
     return 0
@@ -330,9 +340,14 @@ def _compare(args) -> int:
 def _compile_args(p):
     from jetmamba.boards import BOARD_ARCH
 
-    p.add_argument("--model", required=True, metavar="QDIR", help="QuantizedModel directory (from jetmamba quantize)")
+    p.add_argument("--model", required=True, metavar="DIR",
+                   help="QuantizedModel directory (from jetmamba quantize), or an fp checkpoint directory to "
+                        "lower unquantized: the baseline a quantized bundle is compared with")  # fmt: skip
     p.add_argument("--board", required=True, help="target board: " + ", ".join(BOARD_ARCH))
     p.add_argument("--out", required=True, metavar="BUNDLE", help="bundle directory to write")
+    p.add_argument("--dtype", choices=("fp16", "fp32"),
+                   help="float type of an unquantized bundle (default fp16, what the device runs; fp32 checks "
+                        "the graph against the fp model on a CPU); a QuantizedModel keeps its own")  # fmt: skip
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     _add_output_args(p)
 
@@ -341,33 +356,41 @@ def _compile(args) -> int:
     import time
     from pathlib import Path
 
+    import torch
+
     from jetmamba.boards import board_arch
-    from jetmamba.calibration.checkpoint import resolve_model_dir
+    from jetmamba.calibration.checkpoint import load_model, open_checkpoint, resolve_model_dir
     from jetmamba.calibration.quantized import QuantizedModel, is_quantized_model
-    from jetmamba.compiler.bundle import write_bundle
+    from jetmamba.compiler.bundle import is_bundle, write_bundle
 
     board_arch(args.board)  # refuse an unknown board before any work
     out = Path(args.out)
     if out.exists() and not args.force:
         raise UsageError(f"--out {out} exists; pass --force to replace it")
     path = resolve_model_dir(args.model)
-    if not is_quantized_model(path):
-        raise UnsupportedError(
-            f"{path} is not a QuantizedModel: compile takes the output of 'jetmamba quantize' "
-            "(lowering an unquantized fp16 checkpoint is not implemented yet)"
-        )
     if out.resolve() == path.resolve():
-        raise UsageError("--out must not be the QuantizedModel directory itself")
+        raise UsageError("--out must not be the model directory itself")
+    if is_bundle(path):
+        raise UsageError(f"{path} is already a bundle: compile takes a QuantizedModel or an fp checkpoint")
     start = time.perf_counter()
-    q = QuantizedModel.load(path)
+    dtype = {"fp16": torch.float16, "fp32": torch.float32, None: torch.float16}[args.dtype]
+    if is_quantized_model(path):
+        if args.dtype is not None:
+            raise UsageError("--dtype applies to an fp checkpoint; a QuantizedModel keeps its own activation dtype")
+        model = QuantizedModel.load(path)
+    else:
+        model = load_model(open_checkpoint(path), dtype=dtype, show_progress=not args.quiet)  # or a clear error
     tok = path / "tokenizer.json"
-    manifest = write_bundle(q, out, board=args.board, tokenizer_file=tok if tok.is_file() else None, source=str(path))
+    tokenizer_file = tok if tok.is_file() else None
+    manifest = write_bundle(model, out, board=args.board, tokenizer_file=tokenizer_file, source=str(path),
+                            dtype=dtype)  # fmt: skip
     seconds = time.perf_counter() - start
+    recipe = manifest["recipe"]["name"]
     total = sum(f["bytes"] for f in manifest["files"].values())
-    payload = {"out": str(out), "model": str(path), "board": manifest["board"], "recipe": q.recipe["name"],
+    payload = {"out": str(out), "model": str(path), "board": manifest["board"], "recipe": recipe,
                "seconds": seconds, "bytes": total, "files": manifest["files"]}  # fmt: skip
     text = "\n".join([
-        f"compiled {path.name} ({q.recipe['name']}) for {args.board} -> {out}  ({seconds:.1f} s)",
+        f"compiled {path.name} ({recipe}) for {args.board} -> {out}  ({seconds:.1f} s)",
         *(f"  {name:<40} {f['bytes'] / 1e6:9.2f} MB" for name, f in manifest["files"].items()
           if not name.startswith("plugins/")),
         f"  plugins/ ({sum(n.startswith('plugins/') for n in manifest['files'])} source files)",
@@ -443,8 +466,10 @@ COMMANDS = (
     ),
     Command(
         "compile",
-        "lower a QuantizedModel to a verified bundle: ONNX graphs (ONNX Runtime and TensorRT), weights, manifest",
+        "lower a QuantizedModel (or an fp checkpoint, unquantized) to a verified bundle: ONNX graphs "
+        "(ONNX Runtime and TensorRT), weights, manifest",
         "jetmamba compile --model mamba1-w8a8 --board orin-nano-8gb --out mamba1-w8a8.bundle\n"
+        "  jetmamba compile --model ../shared/models/mamba1-tiny-wt2 --board orin-nano-8gb --out mamba1-fp16.bundle\n"
         "  jetmamba eval --model mamba1-w8a8.bundle --data ../shared/data/wikitext2-test.txt",
         _compile_args,
         _compile,

@@ -51,3 +51,30 @@ def lower_mixer(g: GraphBuilder, m, x_q, x_scale: float, conv_state, ssm_state, 
         y_q = g.quantize(g.cast(y, torch.float32), out_scale, f"{p}.out_proj.quantize")
     out = g.qgemm(y_q, out_scale, m.out_proj.weight, m.out_proj.weight_scale, m.out_proj.bias, f"{p}.out_proj")
     return g.cast(out, act), conv_out, ssm_out
+
+
+def lower_fp_mixer(g: GraphBuilder, m, x, conv_state, ssm_state, p: str):
+    """An unquantized Mamba1Mixer (no online transforms) in the graph's float type."""
+    c, act = m.c, g.float_dtype
+    xz = g.linear(x, m.in_proj.weight, m.in_proj.bias, f"{p}.in_proj")
+    x, z = g.ops("Split", [xz, g.const_i64(c.d_inner, c.d_inner)], 2, axis=-1)
+    conv_bias = None if m.conv1d.bias is None else g.initializer(f"{p}.conv1d.bias", m.conv1d.bias.to(act))
+    u, conv_out = g.custom(
+        "CausalConv1dFp",
+        {"x": x, "weight": g.initializer(f"{p}.conv1d.weight", m.conv1d.weight[:, 0].to(act)), "bias": conv_bias,
+         "conv_state": conv_state},
+        {}, g.structure(k=c.d_conv), name=f"{p}.conv1d",
+    )  # fmt: skip
+    dbc = g.linear(u, m.x_proj.weight, None, f"{p}.x_proj")
+    dt_r, B, C = g.ops("Split", [dbc, g.const_i64(c.dt_rank, c.d_state, c.d_state)], 3, axis=-1)
+    if c.bcdt_rms_eps is not None:  # FalconMamba's weightless norms of dt, B and C, fp32 inside
+        dt_r, B, C = (g.cast(g.rms_norm(g.cast(t, torch.float32), None, c.bcdt_rms_eps), act) for t in (dt_r, B, C))
+    dt = g.linear(dt_r, m.dt_proj.weight, None, f"{p}.dt_proj")  # dt_proj's bias is the scan's dt_bias
+    y, ssm_out = g.custom(
+        "SelectiveScanFp",
+        {"u": u, "dt": dt, "A": g.initializer(f"{p}.A", -torch.exp(m.A_log.float())), "B": B, "C": C,
+         "D": g.initializer(f"{p}.D", m.D.float()), "z": z,
+         "dt_bias": g.initializer(f"{p}.dt_bias", m.dt_proj.bias.float()), "ssm_state": ssm_state},
+        {}, g.structure(), name=f"{p}.selective_scan",
+    )  # fmt: skip
+    return g.linear(y, m.out_proj.weight, m.out_proj.bias, f"{p}.out_proj"), conv_out, ssm_out

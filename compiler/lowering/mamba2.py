@@ -58,3 +58,37 @@ def lower_mixer(g: GraphBuilder, m, x_q, x_scale: float, conv_state, ssm_state, 
     )  # fmt: skip
     out = g.qgemm(y_q, s, m.out_proj.weight, m.out_proj.weight_scale, m.out_proj.bias, f"{p}.out_proj")
     return g.cast(out, act), conv_out, ssm_out
+
+
+def lower_fp_mixer(g: GraphBuilder, m, x, conv_state, ssm_state, p: str):
+    """An unquantized Mamba2Mixer (no online transforms) in the graph's float type."""
+    c, act = m.c, g.float_dtype
+    n, G = c.d_state, c.n_groups
+    zxd = g.linear(x, m.in_proj.weight, m.in_proj.bias, f"{p}.in_proj")
+    z, xbc, dt = g.ops("Split", [zxd, g.const_i64(c.d_inner, c.conv_dim, c.n_heads)], 3, axis=-1)
+    conv_bias = None if m.conv1d.bias is None else g.initializer(f"{p}.conv1d.bias", m.conv1d.bias.to(act))
+    conv, conv_out = g.custom(
+        "CausalConv1dFp",
+        {"x": xbc, "weight": g.initializer(f"{p}.conv1d.weight", m.conv1d.weight[:, 0].to(act)), "bias": conv_bias,
+         "conv_state": conv_state},
+        {}, g.structure(k=c.d_conv), name=f"{p}.conv1d",
+    )  # fmt: skip
+    x, B, C = g.ops("Split", [conv, g.const_i64(c.d_inner, G * n, G * n)], 3, axis=-1)
+    lead = g.op("Slice", g.op("Shape", conv), g.const_i64(0), g.const_i64(2))  # [batch, seq]
+    B = g.op("Reshape", B, g.op("Concat", lead, g.const_i64(G, n), axis=0))
+    C = g.op("Reshape", C, g.op("Concat", lead, g.const_i64(G, n), axis=0))
+    y, ssm_out = g.custom(
+        "SSDScanFp",
+        {"x": x, "dt": dt, "A": g.initializer(f"{p}.A", -torch.exp(m.A_log.float())), "B": B, "C": C,
+         "D": g.initializer(f"{p}.D", m.D.float()), "dt_bias": g.initializer(f"{p}.dt_bias", m.dt_bias.float()),
+         "ssm_state": ssm_state},
+        {"heads": c.n_heads, "dt_min": float(c.dt_min),
+         "dt_max": float("inf") if c.dt_max is None else float(c.dt_max)},
+        g.structure(), name=f"{p}.ssd_scan",
+    )  # fmt: skip
+    y = g.op("Reshape", y, g.op("Concat", lead, g.const_i64(c.d_inner), axis=0))
+    (y,) = g.custom(
+        "GatedRMSNorm", {"y": y, "z": z, "weight": g.initializer(f"{p}.norm.weight", m.norm.weight.to(act))},
+        {"eps": float(c.gate_eps), "group_size": c.d_inner // G}, g.structure(), name=f"{p}.gated_norm",
+    )  # fmt: skip
+    return g.linear(y, m.out_proj.weight, m.out_proj.bias, f"{p}.out_proj"), conv_out, ssm_out

@@ -8,7 +8,15 @@ functions are in :mod:`jetmamba.compiler.ops.reference`, the int8 primitives in
 from __future__ import annotations
 
 from jetmamba.compiler.ops import reference as ref
-from jetmamba.compiler.ops.spec import SCALE, AttrSpec, OpSpec, TensorSpec
+from jetmamba.compiler.ops.spec import (
+    SCALE,
+    AttrSpec,
+    Limit,
+    OpSpec,
+    TensorSpec,
+    conv_width_limit,
+    hadamard_order_limit,
+)
 
 _FP = ("float16", "float32")
 _STATE = ("float16", "float32")  # fp16 by default; fp32 for the CPU flavour
@@ -44,6 +52,7 @@ OPSET: dict[str, OpSpec] = {
                 AttrSpec("out_scale", "floats", "one per channel, or one", minimum=SCALE["minimum"]),
             ),
             reference=ref.causal_conv1d_quant,
+            limits=(conv_width_limit(),),
         ),
         OpSpec(
             "SelectiveScan",
@@ -105,6 +114,7 @@ OPSET: dict[str, OpSpec] = {
                 AttrSpec("hadamard", "int", "1: Hadamard-transform before quantizing", minimum=0, maximum=1, default=0),
             ),
             reference=ref.gated_rms_norm_quant,
+            limits=(hadamard_order_limit("hadamard"),),
         ),
         OpSpec(
             "HadamardQuant",
@@ -113,8 +123,107 @@ OPSET: dict[str, OpSpec] = {
             outputs=(TensorSpec("y", ("int8",), "[..., n]"),),
             attributes=(AttrSpec("out_scale", **SCALE),),
             reference=ref.hadamard_quant,
+            limits=(hadamard_order_limit(),),
+        ),
+        # the fp variants: the unquantized baseline bundle runs through the same kind of plugins,
+        # so a device comparison of fp16 with int8 measures quantization, not a different graph
+        OpSpec(
+            "RMSNorm",
+            "residual add fused, RMSNorm, fp output (RMSNormQuant's fp variant)",
+            inputs=(
+                TensorSpec("x", _FP, "[b, l, d]"),
+                TensorSpec("residual", _FP, "[b, l, d]", "added to x first", optional=True),
+                TensorSpec("weight", _FP, "[d]"),
+            ),
+            outputs=(TensorSpec("y", _FP, "[b, l, d]"), TensorSpec("residual_out", _FP, "[b, l, d]")),
+            attributes=(AttrSpec("eps", "float", minimum=0.0, maximum=1.0),),
+            reference=ref.rms_norm_fp,
+        ),
+        OpSpec(
+            "CausalConv1dFp",
+            "depthwise causal conv1d, fp in and out, SiLU fused, conv state in and out (CausalConv1d's fp variant)",
+            inputs=(
+                TensorSpec("x", _FP, "[b, l, c]"),
+                TensorSpec("weight", _FP, "[c, k]", "k in 2..4"),
+                TensorSpec("bias", _FP, "[c]", optional=True),
+                TensorSpec("conv_state", _FP, "[b, k-1, c]", "previous inputs"),
+            ),
+            outputs=(TensorSpec("y", _FP, "[b, l, c]"), TensorSpec("conv_state_out", _FP, "[b, k-1, c]")),
+            attributes=(),
+            reference=ref.causal_conv1d_fp,
+            limits=(conv_width_limit(),),
+        ),
+        OpSpec(
+            "SelectiveScanFp",
+            "Mamba1 selective scan, fp inputs: softplus(dt + dt_bias), D skip and silu(z) gate fused",
+            inputs=(
+                TensorSpec("u", _FP, "[b, l, d]"),
+                TensorSpec("dt", _FP, "[b, l, d]", "before dt_bias and softplus"),
+                TensorSpec("A", ("float32",), "[d, n]"),
+                TensorSpec("B", _FP, "[b, l, n]"),
+                TensorSpec("C", _FP, "[b, l, n]"),
+                TensorSpec("D", ("float32",), "[d]"),
+                TensorSpec("z", _FP, "[b, l, d]"),
+                TensorSpec("dt_bias", ("float32",), "[d]"),
+                TensorSpec("ssm_state", _STATE, "[b, d, n]"),
+            ),
+            outputs=(TensorSpec("y", _FP, "[b, l, d]"), TensorSpec("ssm_state_out", _STATE, "[b, d, n]")),
+            attributes=(),
+            reference=ref.selective_scan_fp,
+        ),
+        OpSpec(
+            "SSDScanFp",
+            "Mamba2 SSD, fp inputs: heads and groups, D skip (SSDScan's fp variant)",
+            inputs=(
+                TensorSpec("x", _FP, "[b, l, H*P]", "heads flattened, as SSDScan"),
+                TensorSpec("dt", _FP, "[b, l, H]", "before dt_bias, softplus and the clamp"),
+                TensorSpec("A", ("float32",), "[H]"),
+                TensorSpec("B", _FP, "[b, l, G, N]"),
+                TensorSpec("C", _FP, "[b, l, G, N]"),
+                TensorSpec("D", ("float32",), "[H]"),
+                TensorSpec("dt_bias", ("float32",), "[H]"),
+                TensorSpec("ssm_state", _STATE, "[b, H, P, N]"),
+            ),
+            outputs=(TensorSpec("y", _FP, "[b, l, H, P]"), TensorSpec("ssm_state_out", _STATE, "[b, H, P, N]")),
+            attributes=(
+                AttrSpec("heads", "int", "H: x's channels are H heads of P", minimum=1),
+                AttrSpec("dt_min", "float", minimum=0.0, default=0.0),
+                AttrSpec("dt_max", "float", "inf: no upper bound", minimum=0.0, default=float("inf"), finite=False),
+            ),
+            reference=ref.ssd_scan_fp,
+        ),
+        OpSpec(
+            "GatedRMSNorm",
+            "Mamba2's gated RMSNorm per group, fp in and out (GatedRMSNormQuant's fp variant)",
+            inputs=(
+                TensorSpec("y", _FP, "[b, l, d]"),
+                TensorSpec("z", _FP, "[b, l, d]"),
+                TensorSpec("weight", _FP, "[d]"),
+            ),
+            outputs=(TensorSpec("out", _FP, "[b, l, d]"),),
+            attributes=(
+                AttrSpec("eps", "float", minimum=0.0, maximum=1.0),
+                AttrSpec("group_size", "int", minimum=1),
+            ),
+            reference=ref.gated_rms_norm_fp,
         ),
     )
 }
 
-__all__ = ["OPSET", "AttrSpec", "OpSpec", "TensorSpec"]
+
+def supports(op: str, **facts) -> str | None:
+    """None when the op set can lower a node of ``op`` with these facts (static structure such as
+    ``k`` or ``n``, and attribute values); otherwise the reason, one sentence."""
+    spec = OPSET.get(op)
+    if spec is None:
+        return f"jetmamba has no op {op!r}"
+    try:
+        for a in spec.attributes:  # the attributes given; a missing one is the caller's business
+            if a.name in facts:
+                a.check(facts[a.name])
+    except ValueError as exc:
+        return str(exc)
+    return spec.unsupported(facts)
+
+
+__all__ = ["OPSET", "AttrSpec", "Limit", "OpSpec", "TensorSpec", "supports"]

@@ -123,3 +123,59 @@ def gated_rms_norm_quant(y, z, weight, *, z_scale: float, eps: float, group_size
     weight; out = Q(hadamard ? n H^T / sqrt(d) : n, out_scale) int8."""
     n = gated_rms_norm(y.float(), dequantize(z, z_scale), weight.float(), eps, group_size)
     return quantize(hadamard_transform(n) if hadamard else n, out_scale)
+
+
+# ---------------------------------------------------------------- fp variants
+# The unquantized baseline's ops: the same maths with fp inputs and outputs (fp32 inside, the
+# outputs in the inputs' float type).
+
+
+def rms_norm_fp(x, residual, weight, *, eps: float):
+    """jetmamba::RMSNorm. x, residual: [..., d] fp16/fp32 (residual optional); weight: [d].
+    r = x + residual (fp32, stored in x's dtype); y = rmsnorm(r) * weight in x's dtype.
+    Returns (y, r)."""
+    r = (x.float() if residual is None else x.float() + residual.float()).to(x.dtype)
+    return rms_norm(r.float(), weight.float(), eps).to(x.dtype), r
+
+
+def causal_conv1d_fp(x, weight, bias, conv_state):
+    """jetmamba::CausalConv1dFp. x: [b, l, c] fp16/fp32; weight: [c, k]; bias: [c] or None;
+    conv_state: [b, k-1, c] (zeros when None). y = silu(conv(x, w) + bias) in x's dtype, fp32
+    inside. Returns (y, new state = the last k-1 inputs, exact)."""
+    b, l, c = x.shape
+    k = weight.shape[1]
+    if conv_state is None:
+        conv_state = torch.zeros(b, k - 1, c, dtype=x.dtype, device=x.device)
+    y, _ = causal_conv1d(x.float(), weight.float(), None if bias is None else bias.float(), conv_state.float())
+    return y.to(x.dtype), torch.cat([conv_state.to(x.dtype), x], dim=1)[:, l:].clone()
+
+
+def selective_scan_fp(u, dt, A, B, C, D, z, dt_bias, ssm_state):
+    """jetmamba::SelectiveScanFp (Mamba1). u, dt, z: [b, l, d] fp16/fp32; B, C: [b, l, n];
+    A: [d, n], D, dt_bias: [d] fp32; ssm_state: [b, d, n] or None (zeros, fp16). fp32 maths as
+    SelectiveScan. Returns (y [b, l, d] in u's dtype, state in the state's dtype)."""
+    h0 = None if ssm_state is None else ssm_state.float()
+    y, h = selective_scan(u.float(), dt.float(), A.float(), B.float(), C.float(), D.float(), z.float(), h0,
+                          dt_bias.float(), True)  # fmt: skip
+    state_dtype = torch.float16 if ssm_state is None else ssm_state.dtype
+    return y.to(u.dtype), h.to(state_dtype)
+
+
+def ssd_scan_fp(x, dt, A, B, C, D, dt_bias, ssm_state, *, heads: int, dt_min: float = 0.0,
+                dt_max: float = float("inf")):  # fmt: skip
+    """jetmamba::SSDScanFp (Mamba2). x: [b, l, H*P] fp16/fp32 (``heads`` = H); dt: [b, l, H];
+    B, C: [b, l, G, N]; A, D, dt_bias: [H] fp32; ssm_state: [b, H, P, N] or None. fp32 maths as
+    SSDScan. Returns (y [b, l, H, P] in x's dtype, state in the state's dtype)."""
+    b, l, channels = x.shape
+    d = torch.nn.functional.softplus(dt.float() + dt_bias.float()).clamp(min=dt_min, max=dt_max)
+    h0 = None if ssm_state is None else ssm_state.float()
+    y, h = ssd_scan(x.float().reshape(b, l, heads, channels // heads), d, A.float(), B.float(), C.float(),
+                    D.float(), h0)  # fmt: skip
+    state_dtype = torch.float16 if ssm_state is None else ssm_state.dtype
+    return y.to(x.dtype), h.to(state_dtype)
+
+
+def gated_rms_norm_fp(y, z, weight, *, eps: float, group_size: int):
+    """jetmamba::GatedRMSNorm (Mamba2). y, z: [b, l, d] fp16/fp32; weight: [d].
+    out = RMSNorm(y * silu(z)) per group of ``group_size`` channels, times weight, in y's dtype."""
+    return gated_rms_norm(y.float(), z.float(), weight.float(), eps, group_size).to(y.dtype)

@@ -54,6 +54,16 @@ class AttrSpec:
 
 
 @dataclass(frozen=True)
+class Limit:
+    """What the op's kernels can run, beyond attribute ranges: ``doc`` for the docs table,
+    ``reason(facts)`` a sentence when the facts (static structure such as ``k`` or ``n``, and the
+    attributes) are outside it, None when inside."""
+
+    doc: str
+    reason: Callable[[dict[str, Any]], str | None] = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
 class OpSpec:
     name: str
     doc: str
@@ -61,12 +71,21 @@ class OpSpec:
     outputs: tuple[TensorSpec, ...]
     attributes: tuple[AttrSpec, ...]
     reference: Callable[..., Any] = field(compare=False, repr=False)
+    limits: tuple[Limit, ...] = ()
     domain: str = DOMAIN
     version: int = OPSET_VERSION
 
     @property
     def qualified_name(self) -> str:
         return f"{self.domain}::{self.name}"
+
+    def unsupported(self, facts: dict[str, Any]) -> str | None:
+        """Why the op set cannot run a node with these facts, or None (see :class:`Limit`)."""
+        for limit in self.limits:
+            reason = limit.reason(facts)
+            if reason is not None:
+                return reason
+        return None
 
     def check_attributes(self, attrs: dict[str, Any]) -> dict[str, Any]:
         """Complete ``attrs`` with defaults and check every value; ValueError on a bad one."""
@@ -87,3 +106,32 @@ class OpSpec:
 
 
 SCALE = {"kind": "float", "minimum": 1.1754943508222875e-38}  # a positive normal fp32 scale
+
+
+def conv_width_limit() -> Limit:
+    def reason(facts):
+        k = facts.get("k", 0)
+        return None if 2 <= k <= 4 else f"kernel width {k} is outside 2..4 (the kernels keep the window in registers)"
+
+    return Limit("kernel width k in 2..4", reason)
+
+
+MAX_HADAMARD_ORDER = 16384
+
+
+def hadamard_order_limit(attr_gate: str | None = None) -> Limit:
+    """The transform order ``n``: 2^k or 12/20/28/40 * 2^k, at most 16384 (one thread block)."""
+
+    def reason(facts):
+        if attr_gate is not None and not facts.get(attr_gate):
+            return None
+        from jetmamba.calibration.hadamard import is_supported
+
+        n = facts.get("n", 0)
+        if not is_supported(n):
+            return f"no Hadamard transform of order {n}: supported are 2^k and 12, 20, 28, 40 times 2^k"
+        if n > MAX_HADAMARD_ORDER:
+            return f"Hadamard order {n} is above {MAX_HADAMARD_ORDER}, the largest one thread block transforms"
+        return None
+
+    return Limit(f"n = 2^k or 12/20/28/40 * 2^k, n <= {MAX_HADAMARD_ORDER}", reason)

@@ -10,7 +10,11 @@ its training text. Each stage that exists runs and is reported:
 4. generate text with the state API and time prefill and decode on this CPU;
 5. quantize it with every W8A8 recipe for its architecture, calibrated on text the model samples
    itself (``--calib self``: the demo ships no calibration text), and compare each recipe's
-   held-out perplexity with the fp model's.
+   held-out perplexity with the fp model's;
+6. compile the best recipe and the unquantized fp16 baseline to bundles (in a temporary
+   directory), run both through ONNX Runtime and check them against the models they came from.
+
+``jetmamba demo --model BUNDLE`` runs stages 2-4 on a bundle instead, through ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -39,6 +43,13 @@ NEW_TOKENS = 240
 TEMPERATURE = 0.8
 CALIB_WINDOWS, CALIB_SEQ_LEN = 64, 256  # self-sampled calibration text, bytes
 QUANT_TOLERANCE_PERCENT = 3.0  # a non-naive recipe further than this from fp fails the demo
+# a bundle's perplexity against the model it was compiled from: the compiler's own bound (0.1 %)
+# for a QuantizedModel; an fp16 bundle against the fp32 model adds fp16 rounding
+BUNDLE_TOLERANCE_PERCENT = {"quantized": 0.1, "fp16": 0.5}
+# a bundle's SSM state crosses every decode call in fp16 where a prefill keeps it in fp32, and an
+# int8 code one rounding tie away may flip: checked as logits NMSE, the bound the compiler's
+# tests hold bundles to (docs/compiler.md)
+BUNDLE_DECODE_NMSE = 1e-3
 
 
 def model_dir() -> Path:
@@ -50,22 +61,30 @@ def heldout_path() -> Path:
 
 
 @torch.inference_mode()
-def decode_check(model, tokens: torch.Tensor) -> dict:
-    """Prefill a prompt, take single steps, compare every logit with the full forward."""
+def decode_check(model, tokens: torch.Tensor, tolerance: float = DECODE_CHECK_TOLERANCE,
+                 nmse_tolerance: float | None = None) -> dict:  # fmt: skip
+    """Prefill a prompt, take single steps, compare every logit with the full forward: the worst
+    absolute difference (against ``tolerance``), and the NMSE over all of them (against
+    ``nmse_tolerance`` instead, where given)."""
     n = DECODE_CHECK_PROMPT + DECODE_CHECK_STEPS
     ids = tokens[:n].unsqueeze(0)
     full = model(ids)
     logits, state = model.prefill(ids[:, :DECODE_CHECK_PROMPT])
-    worst = float((logits - full[:, :DECODE_CHECK_PROMPT]).abs().max())
+    got = [logits[0]]
     for t in range(DECODE_CHECK_PROMPT, n - 1):
         step_logits, state = model.step(ids[:, t], state)
-        worst = max(worst, float((step_logits - full[:, t]).abs().max()))
+        got.append(step_logits)
+    got, want = torch.cat(got).double(), full[0, : n - 1].double()
+    worst = float((got - want).abs().max())
+    nmse = float(((got - want) ** 2).sum() / (want**2).sum())
+    ok = worst <= tolerance if nmse_tolerance is None else nmse <= nmse_tolerance
     return {
         "prompt_tokens": DECODE_CHECK_PROMPT,
         "steps": DECODE_CHECK_STEPS - 1,
         "max_abs_logit_diff": worst,
-        "tolerance": DECODE_CHECK_TOLERANCE,
-        "ok": worst <= DECODE_CHECK_TOLERANCE,
+        "logits_nmse": nmse,
+        "tolerance": {"max_abs": tolerance} if nmse_tolerance is None else {"nmse": nmse_tolerance},
+        "ok": ok,
     }
 
 
@@ -77,7 +96,7 @@ def quantize_compare(ckpt, tokens: torch.Tensor, base_ppl: float, seed: int, sho
 
     arch = ckpt.config.arch
     windows = self_calibration_windows(load_model(ckpt), CALIB_WINDOWS, CALIB_SEQ_LEN, seed)
-    rows = []
+    rows, best = [], None
     for name, recipe in RECIPES.items():
         if arch not in recipe.archs:
             continue
@@ -85,13 +104,54 @@ def quantize_compare(ckpt, tokens: torch.Tensor, base_ppl: float, seed: int, sho
         q = quantize_model(load_model(ckpt), recipe, windows, show_progress=show_progress, inplace=True)
         ppl = perplexity(q, tokens, HELDOUT_SEQ_LEN, show_progress=show_progress).perplexity
         delta = 100 * (ppl / base_ppl - 1)
+        if best is None or ppl < best[1]:
+            best = (q, ppl)
         rows.append({
             "recipe": name, "perplexity": ppl, "delta_percent": delta, "weight_bytes": q.weight_bytes(),
             "seconds": time.perf_counter() - start,
             "ok": name == "w8a8-naive" or abs(delta) <= QUANT_TOLERANCE_PERCENT,
         })  # fmt: skip
-    return {"calibration": f"{CALIB_WINDOWS} x {CALIB_SEQ_LEN} bytes sampled from the model (seed {seed})",
-            "tolerance_percent": QUANT_TOLERANCE_PERCENT, "recipes": rows}  # fmt: skip
+    report = {"calibration": f"{CALIB_WINDOWS} x {CALIB_SEQ_LEN} bytes sampled from the model (seed {seed})",
+              "tolerance_percent": QUANT_TOLERANCE_PERCENT, "recipes": rows}  # fmt: skip
+    return report, best
+
+
+def compile_check(ckpt, best, tokens: torch.Tensor, base_ppl: float, show_progress: bool) -> dict:
+    """The best recipe's QuantizedModel and the fp16 baseline compiled to bundles for Orin Nano,
+    each evaluated through ONNX Runtime against the model it came from."""
+    import tempfile
+
+    from jetmamba.compiler.bundle import load_bundle, verify_bundle, write_bundle
+
+    q, q_ppl = best
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        runnable = False  # the bundles are still written and verified; nothing runs them
+    else:
+        runnable = True
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="jetmamba-demo-") as tmp:
+        for kind, model, want in (("quantized", q, q_ppl), ("fp16", load_model(ckpt), base_ppl)):
+            start = time.perf_counter()
+            out = Path(tmp) / kind
+            manifest = write_bundle(model, out, board="orin-nano-8gb")
+            seconds = time.perf_counter() - start
+            verify_bundle(out)
+            ppl = delta = None
+            if runnable:
+                _, graph = load_bundle(out)
+                ppl = perplexity(graph, tokens, HELDOUT_SEQ_LEN, show_progress=show_progress).perplexity
+                delta = 100 * (ppl / want - 1)
+            rows.append({
+                "bundle": manifest["recipe"]["name"], "against": "simulation" if kind == "quantized" else "fp32 model",
+                "perplexity": ppl, "delta_percent": delta, "compile_seconds": seconds,
+                "bytes": sum(f["bytes"] for f in manifest["files"].values()),
+                "ok": delta is None or abs(delta) <= BUNDLE_TOLERANCE_PERCENT[kind],
+            })  # fmt: skip
+    runtime = "ONNX Runtime (CPU)" if runnable else "nothing: onnxruntime is not installed (pip install onnxruntime)"
+    return {"board": "orin-nano-8gb", "runtime": runtime, "ran": runnable,
+            "tolerance_percent": BUNDLE_TOLERANCE_PERCENT, "bundles": rows}  # fmt: skip
 
 
 def run_demo(seed: int = 0, show_progress: bool = True) -> dict:
@@ -104,8 +164,10 @@ def run_demo(seed: int = 0, show_progress: bool = True) -> dict:
     ppl = perplexity(model, tokens, HELDOUT_SEQ_LEN, show_progress=show_progress)
     check = decode_check(model, tokens)
     gen = generate(model, tokenizer.encode(PROMPT), NEW_TOKENS, temperature=TEMPERATURE, seed=seed)
-    quant = quantize_compare(ckpt, tokens, ppl.perplexity, seed, show_progress)
+    quant, best = quantize_compare(ckpt, tokens, ppl.perplexity, seed, show_progress)
     quant_ok = all(r["ok"] for r in quant["recipes"])
+    compiled = compile_check(ckpt, best, tokens, ppl.perplexity, show_progress)
+    compile_ok = all(r["ok"] for r in compiled["bundles"])
     final = training["history"][-1] if training.get("history") else {}
     report = {
         "jetmamba": __version__,
@@ -132,9 +194,11 @@ def run_demo(seed: int = 0, show_progress: bool = True) -> dict:
             "decode_tokens_per_second": gen.decode_tokens_per_second,
         },
         "quantization": quant,
+        "compile": compiled,
         "stages": {
             "load": "ok", "evaluate": "ok", "decode": "ok" if check["ok"] else "FAILED", "generate": "ok",
             "quantize": "ok" if quant_ok else "FAILED",
+            "compile": ("ok" if compiled["ran"] else "ok (not run)") if compile_ok else "FAILED",
         },
     }  # fmt: skip
     if not check["ok"]:
@@ -149,11 +213,69 @@ def run_demo(seed: int = 0, show_progress: bool = True) -> dict:
             + ", ".join(f"{r['recipe']} {r['delta_percent']:+.2f} %" for r in bad)
             + f" perplexity vs fp (tolerance {QUANT_TOLERANCE_PERCENT} %)"
         )
+    if not compile_ok:
+        bad = [r for r in compiled["bundles"] if not r["ok"]]
+        raise JetmambaError(
+            "demo compile check failed: "
+            + ", ".join(f"{r['bundle']} bundle {r['delta_percent']:+.3f} % vs its {r['against']}" for r in bad)
+        )
     return report
+
+
+def run_bundle_demo(bundle, seed: int = 0, show_progress: bool = True) -> dict:
+    """Stages 2-4 on a bundle, through ONNX Runtime: held-out perplexity, the decode check and
+    generation (the prompt and held-out text are bytes; a bundle with a tokenizer encodes them)."""
+    from jetmamba.calibration.tokenizer import load_tokenizer
+    from jetmamba.compiler.bundle import load_bundle
+
+    bundle = Path(bundle)
+    manifest, model = load_bundle(bundle)
+    tokenizer = load_tokenizer(bundle, model.config.vocab_size, None)
+    tokens = tokenize(read_text(heldout_path()), tokenizer)
+    ppl = perplexity(model, tokens, HELDOUT_SEQ_LEN, show_progress=show_progress)
+    check = decode_check(model, tokens, nmse_tolerance=BUNDLE_DECODE_NMSE)
+    gen = generate(model, tokenizer.encode(PROMPT), NEW_TOKENS, temperature=TEMPERATURE, seed=seed)
+    report = {
+        "jetmamba": __version__,
+        "machine": f"{platform.machine()}, onnxruntime (CPU)",
+        "bundle": {"path": str(bundle), "arch": model.config.arch, "recipe": manifest["recipe"]["name"],
+                   "board": manifest["board"]["name"], "n_layer": model.config.n_layer,
+                   "bytes": sum(f["bytes"] for f in manifest["files"].values())},
+        "perplexity": {**ppl.to_dict(), "data": "Shakespeare sonnets 18, 29, 55, 60, 73, 116, 130"},
+        "decode_check": check,
+        "generation": {"prompt": PROMPT, "text": tokenizer.decode(gen.tokens), "new_tokens": len(gen.tokens),
+                       "temperature": TEMPERATURE, "seed": seed, "prefill_seconds": gen.prefill_seconds,
+                       "decode_tokens_per_second": gen.decode_tokens_per_second},
+        "stages": {"verify": "ok", "evaluate": "ok", "decode": "ok" if check["ok"] else "FAILED", "generate": "ok"},
+    }  # fmt: skip
+    if not check["ok"]:
+        raise JetmambaError(
+            f"demo decode check failed on {bundle}: step logits differ from the full forward with NMSE "
+            f"{check['logits_nmse']:.3g} (tolerance {BUNDLE_DECODE_NMSE})"
+        )
+    return report
+
+
+def format_bundle_report(r: dict) -> str:
+    b, p, c, g = r["bundle"], r["perplexity"], r["decode_check"], r["generation"]
+    sample = textwrap.indent((g["prompt"] + g["text"]).rstrip(), "    | ")
+    return "\n".join([
+        f"jetmamba {r['jetmamba']} demo on a bundle  ({r['machine']})",
+        f"bundle      {b['path']}: {b['arch']}, {b['recipe']}, for {b['board']}, {b['bytes'] / 1e6:.2f} MB (verified)",
+        f"perplexity  {p['perplexity']:.3f} per token on held-out sonnets ({p['windows']} windows x {p['seq_len']})",
+        f"decode      prefill {c['prompt_tokens']} + {c['steps']} steps vs full forward: "
+        f"logits NMSE {c['logits_nmse']:.2e}, max |diff| {c['max_abs_logit_diff']:.2e} "
+        f"({'ok' if c['ok'] else 'FAILED'}, NMSE tolerance {c['tolerance']['nmse']:g})",
+        f"generate    {g['new_tokens']} tokens at {g['decode_tokens_per_second']:,.0f} tokens/s "
+        f"(seed {g['seed']}, temperature {g['temperature']}):",
+        sample,
+        "stages      " + "  ".join(f"{k}: {v}" for k, v in r["stages"].items()),
+    ])  # fmt: skip
 
 
 def format_report(r: dict) -> str:
     m, p, c, g, q = r["model"], r["perplexity"], r["decode_check"], r["generation"], r["quantization"]
+    c2 = r["compile"]
     sample = textwrap.indent((g["prompt"] + g["text"]).rstrip(), "    | ")
     rate = p["tokens"] / p["seconds"] if p["seconds"] > 0 else float("nan")
     return "\n".join(
@@ -176,8 +298,20 @@ def format_report(r: dict) -> str:
                 f"{x['weight_bytes'] / 1e6:6.2f} MB  {x['seconds']:5.1f} s"
                 for x in q["recipes"]
             ),
+            f"compile     bundles for {c2['board']}, run by {c2['runtime']}"
+            + ("; held-out perplexity:" if c2["ran"] else ":"),
+            *(
+                (
+                    f"    {x['bundle']:<18} {x['perplexity']:8.3f} {x['delta_percent']:+7.3f} % "
+                    f"vs its {x['against']:<11} "
+                    if c2["ran"]
+                    else f"    {x['bundle']:<18} written and verified, "
+                )
+                + f"{x['bytes'] / 1e6:6.2f} MB  {x['compile_seconds']:5.1f} s"
+                for x in c2["bundles"]
+            ),
             "stages      "
             + "  ".join(f"{k}: {v}" for k, v in r["stages"].items())
-            + "  (compile and the Jetson runtime come in later versions)",
+            + "  (the Jetson runtime comes in a later version)",
         ]
     )

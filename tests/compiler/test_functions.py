@@ -14,6 +14,7 @@ import torch
 from tolerances import assert_close
 
 from jetmamba.compiler.functions import ONNX_OPSET, Structure, build_function, overload_of
+from jetmamba.compiler.graph import FLOAT_NAMES
 from jetmamba.compiler.ops import OPSET
 from jetmamba.compiler.ops.spec import DOMAIN
 
@@ -176,3 +177,56 @@ def test_overload_names_round_trip(structure):
     from jetmamba.compiler.functions import structure_of
 
     assert structure_of(overload_of("SelectiveScan", structure)) == structure
+
+
+# ---------------------------------------------------------------- fp variants
+
+
+def _fp_case(op: str, dtype: torch.dtype, g: torch.Generator):
+    """(structure, inputs, attrs, outputs) of one fp-variant case in ``dtype``."""
+    bsz, length = 2, 7
+
+    def rand(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g) * scale).to(dtype)
+
+    if op == "RMSNorm":
+        return (Structure(optional=("residual",)), {"x": rand(bsz, length, 48), "residual": rand(bsz, length, 48),
+                "weight": rand(48)}, {"eps": 1e-5}, ["y", "residual_out"])  # fmt: skip
+    if op == "GatedRMSNorm":
+        return Structure(), {"y": rand(bsz, length, 64), "z": rand(bsz, length, 64), "weight": rand(64)}, \
+            {"eps": 1e-5, "group_size": 32}, ["out"]  # fmt: skip
+    if op == "CausalConv1dFp":
+        return (Structure(k=4, optional=("bias",)), {"x": rand(bsz, length, 24), "weight": rand(24, 4, scale=0.5),
+                "bias": rand(24), "conv_state": rand(bsz, 3, 24)}, {}, ["y", "conv_state_out"])  # fmt: skip
+    d, n = 16, 8
+    if op == "SelectiveScanFp":
+        inputs = {"u": rand(bsz, length, d), "dt": rand(bsz, length, d), "A": -torch.rand(d, n, generator=g) - 0.5,
+                  "B": rand(bsz, length, n), "C": rand(bsz, length, n), "D": torch.randn(d, generator=g),
+                  "z": rand(bsz, length, d), "dt_bias": torch.randn(d, generator=g) - 2,
+                  "ssm_state": rand(bsz, d, n, scale=0.1)}  # fmt: skip
+        return Structure(), inputs, {}, ["y", "ssm_state_out"]
+    H, P, G = 4, 8, 2
+    inputs = {"x": rand(bsz, length, H * P), "dt": rand(bsz, length, H), "A": -torch.rand(H, generator=g) - 0.5,
+              "B": rand(bsz, length, G, n), "C": rand(bsz, length, G, n), "D": torch.randn(H, generator=g),
+              "dt_bias": torch.randn(H, generator=g) - 1, "ssm_state": rand(bsz, H, P, n, scale=0.1)}  # fmt: skip
+    return Structure(), inputs, {"heads": H, "dt_min": 0.001, "dt_max": 0.5}, ["y", "ssm_state_out"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("op", ["RMSNorm", "GatedRMSNorm", "CausalConv1dFp", "SelectiveScanFp", "SSDScanFp"])
+def test_fp_variant(op, dtype):
+    """Each fp variant's body equals its reference, in the graph's float type (fp32: the CPU
+    flavour, where the body and the reference do the same fp32 maths up to summation order)."""
+    g = torch.Generator().manual_seed(len(op))
+    structure, inputs, attrs, outputs = _fp_case(op, dtype, g)
+    structure = Structure(FLOAT_NAMES[dtype], k=structure.k, optional=structure.optional)
+    got = run_op(op, structure, _np(**inputs), attrs, outputs)
+    want = OPSET[op].reference(*inputs.values(), **attrs)
+    want = want if isinstance(want, tuple) else (want,)
+    for name, a, w in zip(outputs, got, want, strict=True):
+        if name.endswith("state_out") and "conv" in name or name == "residual_out":
+            np.testing.assert_array_equal(a, w.numpy())  # copied or one rounding of one sum: exact
+        else:
+            assert a.dtype == NP[w.dtype], name
+            assert_close(torch.from_numpy(a).float(), w.float(), "op.onnx_body.fp16" if dtype == torch.float16
+                         else "op.onnx_body.fp32")  # fmt: skip

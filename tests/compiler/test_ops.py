@@ -127,3 +127,26 @@ def test_dt_max_may_be_unbounded():
     assert attrs["dt_max"] == float("inf")
     with pytest.raises(ValueError, match="x_scale: inf is not finite"):
         spec.check_attributes({"heads": 2, "x_scale": [float("inf")], "B_scale": [0.1], "C_scale": [0.1]})
+
+
+@pytest.mark.parametrize("op,facts,expect", [
+    ("CausalConv1d", {"k": 4}, None),
+    ("CausalConv1dFp", {"k": 5}, "kernel width 5 is outside 2..4"),
+    ("HadamardQuant", {"n": 3072, "out_scale": 0.1}, None),
+    ("HadamardQuant", {"n": 9 * 512, "out_scale": 0.1}, "no Hadamard transform of order 4608"),
+    ("HadamardQuant", {"n": 32768, "out_scale": 0.1}, "order 32768 is above 16384"),
+    ("HadamardQuant", {"n": 1024, "out_scale": 0.0}, "out_scale: 0.0 is below"),
+    ("GatedRMSNormQuant", {"n": 0, "hadamard": 0}, None),  # no transform, no order to check
+    ("GatedRMSNormQuant", {"n": 40 * 1024, "hadamard": 1}, "order 40960 is above 16384"),
+    ("Conv4d", {}, "no op 'Conv4d'"),
+])  # fmt: skip
+def test_supports_names_the_reason(op, facts, expect):
+    from jetmamba.compiler.ops import supports
+
+    reason = supports(op, **facts)
+    assert reason is None if expect is None else expect in reason
+
+
+def test_every_limit_is_documented():
+    for spec in OPSET.values():
+        assert all(limit.doc for limit in spec.limits), spec.name

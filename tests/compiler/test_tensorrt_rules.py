@@ -19,7 +19,7 @@ import torch
 from jetmamba.calibration.checkpoint import load_model
 from jetmamba.calibration.quantize import quantize_model
 from jetmamba.calibration.recipes import RECIPES
-from jetmamba.compiler.lowering import lower_quantized
+from jetmamba.compiler.lowering import lower_fp, lower_quantized
 from jetmamba.compiler.ops import OPSET
 from jetmamba.compiler.passes import attach_functions, run_pipeline, tensorrt_flavour
 
@@ -44,9 +44,15 @@ def matrix():
 
 
 def _graphs(fixture_path, recipe):
-    windows = torch.randint(0, 256, (2, 64), generator=torch.Generator().manual_seed(0))
-    q = quantize_model(load_model(fixture_path), RECIPES[recipe], windows, show_progress=False)
-    ort_model = attach_functions(run_pipeline(lower_quantized(q).model()))
+    """(TensorRT flavour proto, value types) of the fixture quantized with ``recipe``; recipe None:
+    the unquantized fp16 lowering."""
+    model = load_model(fixture_path)
+    if recipe is None:
+        graph = lower_fp(model, dtype=torch.float16).model()
+    else:
+        windows = torch.randint(0, 256, (2, 64), generator=torch.Generator().manual_seed(0))
+        graph = lower_quantized(quantize_model(model, RECIPES[recipe], windows, show_progress=False)).model()
+    ort_model = attach_functions(run_pipeline(graph))
     typed = onnx.shape_inference.infer_shapes(ir.to_proto(ort_model), data_prop=True)  # bodies type custom outputs
     types = {v.name: v.type.tensor_type.elem_type for v in [*typed.graph.value_info, *typed.graph.input,
                                                               *typed.graph.output]}  # fmt: skip
@@ -103,6 +109,12 @@ def test_mamba1_graph_follows_tensorrt_rules(matrix, mamba1_fixture, recipe):
 
 def test_mamba2_graph_follows_tensorrt_rules(matrix, mamba2_fixture):
     proto, types = _graphs(mamba2_fixture, "w8a8-quamba2")
+    assert _violations(proto, types, matrix) == []
+
+
+@pytest.mark.parametrize("fixture", ["mamba1_fixture", "mamba2_fixture"])
+def test_unquantized_graph_follows_tensorrt_rules(matrix, request, fixture):
+    proto, types = _graphs(request.getfixturevalue(fixture), None)
     assert _violations(proto, types, matrix) == []
 
 

@@ -46,18 +46,65 @@ def test_compile_then_eval_the_bundle(capsys, tmp_path, qdir, wikitext_test):
     assert abs(ppl["bundle"] / ppl["simulation"] - 1) <= 1e-3, ppl
 
 
-@pytest.mark.parametrize("case,expect", [("fp", "not a QuantizedModel"), ("board", "unknown board"),
-                                         ("exists", "pass --force")])  # fmt: skip
-def test_compile_refusals(capsys, tmp_path, qdir, mamba1_fixture, case, expect):
+@pytest.fixture(scope="module")
+def wide_conv_qdir(tmp_path_factory):
+    """A QuantizedModel of a random Mamba1 with d_conv = 5: quantizable, not lowerable (the conv
+    kernels take widths 2..4)."""
+    import torch
+
+    from jetmamba.calibration.arch.mamba1 import Mamba1Config
+    from jetmamba.calibration.model import MambaLM
+    from jetmamba.calibration.quantize import quantize_model
+    from jetmamba.calibration.recipes import RECIPES
+
+    cfg = Mamba1Config(d_model=32, n_layer=2, vocab_size=256, d_inner=64, d_state=8, dt_rank=2, d_conv=5)
+    model = MambaLM(cfg).init_weights(0)
+    windows = torch.randint(0, 256, (2, 32), generator=torch.Generator().manual_seed(0))
+    out = tmp_path_factory.mktemp("wide") / "q"
+    quantize_model(model, RECIPES["w8a8-naive"], windows, show_progress=False).save(out)
+    return out
+
+
+@pytest.mark.parametrize("case,expect", [
+    ("neither", "config.json"), ("board", "unknown board"), ("exists", "pass --force"),
+    ("bundle", "is already a bundle"), ("dtype", "--dtype applies to an fp checkpoint"),
+    ("unlowerable", "jetmamba::CausalConv1d (layers.0.mixer.conv1d) cannot be lowered: kernel width 5 is outside 2..4"),
+])  # fmt: skip
+def test_compile_refusals(capsys, tmp_path, qdir, wide_conv_qdir, case, expect):
     out = tmp_path / "b"
     if case == "exists":
         out.mkdir()
         (out / "keep").write_text("x")
-    model = str(mamba1_fixture if case == "fp" else qdir)
+    model = {"neither": tmp_path, "unlowerable": wide_conv_qdir}.get(case, qdir)
+    if case == "bundle":
+        model = tmp_path / "made"
+        assert run(capsys, "compile", "--model", str(qdir), "--board", "thor", "--out", str(model))[0] == 0
     board = "orin-mega" if case == "board" else "orin-nano-8gb"
-    code, _, err = run(capsys, "compile", "--model", model, "--board", board, "--out", str(out))
-    assert code != 0 and expect in err and len(err.strip().splitlines()) == 1
+    extra = ["--dtype", "fp16"] if case == "dtype" else []
+    code, _, err = run(capsys, "compile", "--model", str(model), "--board", board, "--out", str(out), *extra)
+    assert code != 0 and expect in err and len(err.strip().splitlines()) == 1, err
     assert (out / "keep").exists() if case == "exists" else not out.exists()
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no hidden temporary left behind
+
+
+def test_compile_an_fp_checkpoint(capsys, tmp_path, mamba2_fixture, wikitext_test):
+    """The unquantized baseline: an fp16 bundle whose perplexity is the fp model's."""
+    bundle = tmp_path / "fp16"
+    code, out, err = run(capsys, "compile", "--model", str(mamba2_fixture), "--board", "orin-nano-8gb",
+                         "--out", str(bundle), "--json")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["recipe"] == "fp16"
+    assert main(["inspect", "--model", str(bundle), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["ops"]["jetmamba::SSDScanFp"] == 4 and "QuantizeLinear" not in info["ops"]
+    assert info["io"]["inputs"][1]["dtype"] == "float16"  # conv state in the float type
+    ppl = {}
+    for name, model in (("bundle", bundle), ("fp32", mamba2_fixture)):
+        code, out, err = run(capsys, "eval", "--model", str(model), "--data", str(wikitext_test), "--seq-len", "256",
+                             "--max-tokens", "4096", "--json")  # fmt: skip
+        assert code == 0, err
+        ppl[name] = json.loads(out)["perplexity"]
+    assert abs(ppl["bundle"] / ppl["fp32"] - 1) <= 1e-3, ppl
 
 
 def test_eval_refuses_a_tampered_bundle(capsys, tmp_path, qdir, wikitext_test):

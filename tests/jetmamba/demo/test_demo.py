@@ -54,3 +54,33 @@ def test_same_seed_same_text():
     model, prompt = load_model(ckpt), ckpt.tokenizer().encode(PROMPT)
     a, b, c = (generate(model, prompt, 64, temperature=0.8, seed=s).tokens for s in (3, 3, 4))
     assert a == b and a != c
+
+
+def test_demo_compiles_and_runs_the_bundles(report):
+    rows = {r["bundle"]: r for r in report["compile"]["bundles"]}
+    best = min((r for r in report["quantization"]["recipes"]), key=lambda r: r["perplexity"])["recipe"]
+    assert set(rows) == {best, "fp16"} and all(r["ok"] for r in rows.values()), rows
+    assert abs(rows[best]["delta_percent"]) <= 0.1 and abs(rows["fp16"]["delta_percent"]) <= 0.5
+    assert "compile" in format_report(report)
+
+
+def test_demo_on_a_bundle(tmp_path, capsys):
+    from jetmamba.cli import main
+
+    bundle = tmp_path / "fp16"
+    assert main(["compile", "--model", str(model_dir()), "--board", "orin-nano-8gb", "--out", str(bundle), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["demo", "--model", str(bundle), "--json", "-q"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["bundle"]["recipe"] == "fp16" and out["decode_check"]["ok"] and out["stages"]["generate"] == "ok"
+    assert out["perplexity"]["perplexity"] < 12  # the trained model, not noise
+    assert main(["demo", "--model", str(tmp_path), "-q"]) != 0
+    assert "not a bundle" in capsys.readouterr().err
+
+
+def test_demo_without_onnxruntime_still_writes_the_bundles(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime raises ImportError
+    report = run_demo(show_progress=False)
+    assert report["stages"]["compile"] == "ok (not run)" and not report["compile"]["ran"]
+    assert all(r["perplexity"] is None and r["bytes"] > 0 for r in report["compile"]["bundles"])
+    assert "pip install onnxruntime" in format_report(report)

@@ -420,6 +420,37 @@ def _inspect(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- kernels
+
+
+def _kernels_args(p):
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    b = sub.add_parser("build", help="compile every kernel for the target archs; registers, spills, shared memory",
+                       description="Compile every plugins/<op>/*.cu for each --arch and print ptxas's figures, one "
+                                   "line per kernel instantiation and arch. Exit 1 on a compile error or on spills "
+                                   "for sm_87 (Orin).")  # fmt: skip
+    b.add_argument("--arch", default="sm_87,sm_110", help="comma-separated GPU archs (default sm_87,sm_110)")
+    b.add_argument("--toolchain", choices=("nvcc", "nvrtc"), default="nvcc",
+                   help="nvcc: the local CUDA toolkit (default); nvrtc: NVRTC + ptxas 12.6 from NVIDIA's PyPI wheels, "
+                        "JetPack 6.2's CUDA (pip install 'jetmamba[cuda126]')")  # fmt: skip
+    _add_output_args(b)
+
+
+def _kernels(args) -> int:
+    import re
+
+    from jetmamba.plugins.kernels import build, format_report
+
+    archs = [a.strip() for a in args.arch.split(",") if a.strip()]
+    bad = [a for a in archs if not re.fullmatch(r"sm_\d{2,3}a?", a)]
+    if not archs or bad:
+        raise UsageError(f"--arch {args.arch!r}: expected names such as sm_87,sm_110")
+    progress = None if args.quiet else (lambda what: print(f"compiling {what}", file=sys.stderr))
+    report = build(archs, args.toolchain, progress=progress)
+    _emit(args, report.to_dict(), format_report(report))
+    return 0 if report.ok else 1
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -473,6 +504,13 @@ COMMANDS = (
         "  jetmamba eval --model mamba1-w8a8.bundle --data ../shared/data/wikitext2-test.txt",
         _compile_args,
         _compile,
+    ),
+    Command(
+        "kernels",
+        "the CUDA kernels: 'kernels build' compiles them for Jetson archs and reports registers and spills",
+        "jetmamba kernels build --arch sm_87,sm_110\n  jetmamba kernels build --toolchain nvrtc --arch sm_87 --json",
+        _kernels_args,
+        _kernels,
     ),
     Command(
         "inspect",

@@ -1,6 +1,7 @@
 // jetmamba's CUDA front door: include this (and nothing else of CUDA) in kernel sources.
 //
-// Under nvcc (__CUDACC__) it includes CUDA's own headers and defines JM_LAUNCH as a real launch.
+// Under nvcc (__CUDACC__) it includes CUDA's own headers and defines JM_LAUNCH as a real launch;
+// under NVRTC (__CUDACC_RTC__, the CUDA 12.6 check) see emu/rtc.h.
 // Under a host C++17 compiler it is a small CUDA *execution emulator*, so that the same .cuh/.cu
 // sources compile with g++ and run on a CPU (tests on machines without a GPU). The emulator is
 // header-only; build emulated kernels with jetmamba.plugins.emulation (plugins/emulation.py).
@@ -66,7 +67,15 @@
 // fast-math intrinsics and float contraction differ from the GPU's in the last bits.
 #pragma once
 
-#if defined(__CUDACC__)
+#if defined(__CUDACC_RTC__)  // NVRTC: the CUDA 12.6 check of the device code (emu/rtc.h)
+
+#include "emu/rtc.h"
+
+#define JM_EMULATED 0
+#define JM_LAUNCH(grid, block, smem, stream, ...) \
+  ::jm::rtc::make_sink(dim3(grid), dim3(block), static_cast<size_t>(smem), (stream), __VA_ARGS__)
+
+#elif defined(__CUDACC__)
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>

@@ -67,8 +67,9 @@ def parse_ptxas(report: str, source: str) -> list[KernelResources]:
         m = _USED_RE.search(line)
         if m:
             smem = _SMEM_RE.search(line)
-            out.append(KernelResources(source, current["function"], current["arch"], int(m.group(1)), current["stores"],
-                                       current["loads"], current["stack"], int(smem.group(1)) if smem else 0))  # fmt: skip
+            smem_bytes = int(smem.group(1)) if smem else 0
+            out.append(KernelResources(source, current["function"], current["arch"], int(m.group(1)),
+                                       current["stores"], current["loads"], current["stack"], smem_bytes))  # fmt: skip
             current = None
     return out
 
@@ -80,7 +81,9 @@ def _nvcc() -> str:
     return nvcc
 
 
-def compile_report(source: str | os.PathLike, arch: str, *, extra: Sequence[str] = ()) -> tuple[list[KernelResources], str]:
+def compile_report(
+    source: str | os.PathLike, arch: str, *, extra: Sequence[str] = ()
+) -> tuple[list[KernelResources], str]:
     """Compile one ``.cu`` for ``arch`` (``sm_87``...) to an object; (resources per entry
     function, nvcc's whole output). KernelBuildError with the compiler's output on failure."""
     src = Path(source).resolve()

@@ -24,7 +24,9 @@ from jetmamba.plugins.emulation import COMMON_DIR, PLUGINS_DIR, KernelBuildError
 from jetmamba.plugins.nvcc import KernelResources, parse_ptxas
 
 RTC_INCLUDE_DIR = COMMON_DIR / "emu" / "rtc_include"
-WHEELS = "pip install 'nvidia-cuda-nvrtc-cu12==12.6.*' 'nvidia-cuda-nvcc-cu12==12.6.*' 'nvidia-cuda-runtime-cu12==12.6.*'"
+WHEELS = (
+    "pip install 'nvidia-cuda-nvrtc-cu12==12.6.*' 'nvidia-cuda-nvcc-cu12==12.6.*' 'nvidia-cuda-runtime-cu12==12.6.*'"
+)
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,8 @@ def _nvrtc_ptx(tc: Toolchain, source: Path, arch: str) -> str:
         log = ctypes.create_string_buffer(size.value)
         lib.nvrtcGetProgramLog(prog, log)
         if rc != 0:
-            raise KernelBuildError(f"NVRTC {tc.version} failed on {source.name}:\n{log.value.decode(errors='replace')[-6000:]}")
+            text = log.value.decode(errors="replace")[-6000:]
+            raise KernelBuildError(f"NVRTC {tc.version} failed on {source.name}:\n{text}")
         lib.nvrtcGetPTXSize(prog, ctypes.byref(size))
         ptx = ctypes.create_string_buffer(size.value)
         lib.nvrtcGetPTX(prog, ptx)

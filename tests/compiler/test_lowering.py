@@ -15,8 +15,10 @@ from jetmamba.calibration.recipes import RECIPES
 from jetmamba.compiler.lowering import io_contract, lower_quantized
 from jetmamba.compiler.passes import PIPELINE, attach_functions, run_pipeline, tensorrt_flavour, verify
 
+# every recipe of each fixture's architecture
 CASES = [("mamba1_fixture", "w8a8-quamba"), ("mamba1_fixture", "w8a8-mambaquant"), ("mamba1_fixture", "w8a8-naive"),
-         ("mamba2_fixture", "w8a8-quamba2"), ("mamba2_fixture", "w8a8-naive")]  # fmt: skip
+         ("mamba2_fixture", "w8a8-quamba2"), ("mamba2_fixture", "w8a8-naive"), ("mamba2_fixture", "w8a8-quamba"),
+         ("mamba2_fixture", "w8a8-mambaquant")]  # fmt: skip
 
 
 def nmse(a: np.ndarray, b: np.ndarray) -> float:
@@ -133,7 +135,7 @@ def decode_nmse(sess, zero_state: dict, n_layer: int, prompt: int = 24, steps: i
     return nmse(np.concatenate(got, axis=1), full)
 
 
-@pytest.mark.parametrize("fixture,recipe", [("mamba1_fixture", "w8a8-mambaquant"), ("mamba2_fixture", "w8a8-quamba2")])
+@pytest.mark.parametrize("fixture,recipe", CASES)
 def test_perplexity_through_onnx_runtime(quantized, fixture, recipe, wikitext_test):
     """The eval protocol through the graph agrees with the simulation to 0.1 % (the bundle bound)."""
     from jetmamba.calibration.data import read_text, tokenize

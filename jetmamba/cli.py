@@ -420,6 +420,53 @@ def _inspect(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- plan
+
+
+def _plan_args(p):
+    from jetmamba.boards import BOARD_ARCH
+    from jetmamba.runtime.plan import DEFAULT_CTX
+
+    p.add_argument("--model", metavar="DIR|QDIR|BUNDLE",
+                   help="a checkpoint directory (its config.json alone is enough: plan before downloading "
+                        "weights), a QuantizedModel directory or a bundle (its own recipe first, its real "
+                        "size)")  # fmt: skip
+    p.add_argument("--board", help="target board: " + ", ".join(BOARD_ARCH))
+    p.add_argument("--recipe", help="plan this recipe only (default: fp16 and every recipe for the architecture)")
+    p.add_argument("--batch", type=_int_at_least(1), default=1, help="sequences decoded together (default 1)")
+    p.add_argument("--ctx", type=_int_at_least(1), default=DEFAULT_CTX,
+                   help=f"prompt tokens: time to first token, activations (default {DEFAULT_CTX})")  # fmt: skip
+    p.add_argument("--power-mode", metavar="MODE",
+                   help="nvpmodel mode name or id, or 'all' (default: the board's maximum)")  # fmt: skip
+    p.add_argument("--headless", action="store_true",
+                   help="count the memory a console-only boot leaves instead of a desktop's")  # fmt: skip
+    p.add_argument("--list-boards", action="store_true", help="list the boards and their power modes, then exit")
+    p.add_argument("--json", action="store_true", help="print a JSON list (one object per recipe and power mode)")
+
+
+def _plan(args) -> int:
+    from jetmamba.boards import list_boards, load_board
+    from jetmamba.runtime.plan import format_boards, format_plan, make_plan, read_model_source
+
+    if args.list_boards:
+        boards = list_boards()
+        text = format_boards(boards)
+        print(json.dumps([b.to_dict() for b in boards]) if args.json else text)
+        return 0
+    if not args.model or not args.board:
+        raise UsageError("plan needs --model and --board (or --list-boards)")
+    board = load_board(args.board)  # an unknown board is refused before the model is read
+    modes = board.power_modes if (args.power_mode or "").lower() == "all" else (board.power_mode(args.power_mode),)
+    source = read_model_source(args.model)
+    plans = [make_plan(source, board, mode, recipe=args.recipe, batch=args.batch, ctx=args.ctx,
+                       headless=args.headless) for mode in modes]  # fmt: skip
+    if args.json:  # a list, as the issue specifies: one object per recipe (and power mode)
+        print(json.dumps([row.to_dict() for plan in plans for row in plan.rows]))
+    else:
+        print("\n\n".join(format_plan(plan) for plan in plans))
+    return 0
+
+
 # ---------------------------------------------------------------- kernels
 
 
@@ -519,6 +566,16 @@ COMMANDS = (
         "jetmamba inspect --model ../shared/models/mamba2-tiny-wt2",
         _inspect_args,
         _inspect,
+    ),
+    Command(
+        "plan",
+        "will a model fit a board, and how fast can it possibly run: memory and the bandwidth / compute "
+        "floors of decode and time to first token, for fp16 and each recipe",
+        "jetmamba plan --model ../shared/models/mamba1-tiny-wt2 --board orin-nano-8gb\n"
+        "  jetmamba plan --model DIR_WITH_CONFIG_JSON --board orin-nano-4gb --recipe w8a8-quamba --ctx 2048 --json\n"
+        "  jetmamba plan --list-boards",
+        _plan_args,
+        _plan,
     ),
 )
 

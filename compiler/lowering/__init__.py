@@ -46,7 +46,8 @@ def _lower_model(g: GraphBuilder, config, embedding, norm_f_weight, lm_head, lay
     conv_shape = (BATCH, config.d_conv - 1, config.conv_dim)
     ssm_shape = (BATCH, *lowering.ssm_state_shape(config))
     ids = g.input("input_ids", torch.int64, (BATCH, SEQ))
-    residual = g.op("Gather", g.initializer("embedding", embedding.to(act)), ids, axis=0, name="embedding")
+    table = g.initializer("embedding", embedding.to(act))
+    residual = g.op("Gather", table, ids, axis=0, name="embedding")
     out = None
     for i in range(config.n_layer):
         conv_in = g.input(f"conv_state.{i}", conv_dtype, conv_shape)
@@ -60,7 +61,9 @@ def _lower_model(g: GraphBuilder, config, embedding, norm_f_weight, lm_head, lay
     norm_w = g.initializer("norm_f.weight", norm_f_weight.float())
     hidden = g.cast(g.rms_norm(g.cast(residual, torch.float32), norm_w, config.norm_eps), act)
     # the LM head in the float type (fp16 weights stay fp16 on the device), logits widened to fp32
-    head = g.initializer("lm_head.weight", lm_head.to(act))
+    # a tied head is the embedding table itself: stored once (the largest fp16 tensor of a small model)
+    tied = lm_head is embedding or (lm_head.shape == embedding.shape and torch.equal(lm_head, embedding))
+    head = table if tied else g.initializer("lm_head.weight", lm_head.to(act))
     logits = g.op("MatMul", hidden, g.op("Transpose", head, perm=[1, 0]), name="lm_head")
     g.output(g.cast(logits, torch.float32), "logits", torch.float32, (BATCH, SEQ, config.vocab_size))
     g.outputs.insert(0, g.outputs.pop())  # the contract's order: logits, then the states layer by layer

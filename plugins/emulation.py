@@ -273,9 +273,17 @@ _loaded: dict[Path, EmulatedLibrary] = {}
 
 
 def load(sources: Sequence[str | os.PathLike], **kwargs) -> EmulatedLibrary:
-    """:func:`build` a shared library and load it (once per build) as an :class:`EmulatedLibrary`."""
+    """:func:`build` a shared library and load it (once per build) as an :class:`EmulatedLibrary`.
+
+    Debugging switch: ``JETMAMBA_EMU_SANITIZE=thread`` (or ``address``) builds every library loaded
+    without an explicit ``sanitize`` with that sanitizer, so a whole test run goes through it when
+    the runtime is preloaded, e.g. ``LD_PRELOAD=$(g++ -print-file-name=libtsan.so)
+    JETMAMBA_EMU_SANITIZE=thread python -m pytest tests/plugins`` (TSan builds default to the
+    emulator's ``threads`` mode, so a missing barrier is a reported race)."""
     if kwargs.get("executable"):
         raise ValueError("load() builds a shared library; use build(..., executable=True) for a program")
+    if "sanitize" not in kwargs and os.environ.get("JETMAMBA_EMU_SANITIZE"):
+        kwargs["sanitize"] = os.environ["JETMAMBA_EMU_SANITIZE"]
     sanitize = kwargs.get("sanitize")
     runtime = {"thread": "libtsan", "address": "libasan"}.get(sanitize or "")
     if runtime and not _runtime_loaded(runtime):

@@ -6,5 +6,5 @@ extern "C" cudaError_t jm_gated_rms_norm_quant(const JmGatedRmsNormQuantParams* 
   if (p == nullptr) return cudaErrorInvalidValue;
   return jm_norm::gated_rms_norm_launch<true>(p->y, p->z, p->weight, p->out, p->rows, p->d, p->group_size,
                                               p->y_dtype, p->weight_dtype, p->z_scale, p->eps, p->out_scale,
-                                              p->hadamard, stream);
+                                              p->hadamard, p->workspace, stream);
 }

@@ -7,11 +7,12 @@
 // silu(g) = g / (1 + exp(-g)) as torch's CPU kernel writes it, then the group's
 // 1 / sqrt(mean(h^2) + eps), times the weight, quantised (or rounded to y's dtype) as in
 // rms_norm_quant.cuh, which also says why no IEEE division instruction is used.
-// The Hadamard option of GatedRMSNormQuant is not here yet (the launcher says cudaErrorNotSupported):
-// it transforms the whole row, HadamardQuant's job (plugins/hadamard_quant), to be fused in.
+// The Hadamard option of GatedRMSNormQuant transforms the whole row: the norm writes fp32 rows to a
+// workspace and HadamardQuant's launcher (plugins/hadamard_quant) transforms and quantises them.
 #pragma once
 
 #include "gated_rms_norm_quant/gated_rms_norm_quant.h"
+#include "hadamard_quant/hadamard_quant.h"
 #include "rms_norm_quant/rms_norm_quant.cuh"
 
 namespace jm_norm {
@@ -72,14 +73,49 @@ struct GatedRmsNormOp {
   }
 };
 
-template <typename TY, typename TW, typename TQ>
+// TZ: the gate's type; TQ: the output's (int8 quantised, or fp: the fp variant's output, or the fp32
+// rows the Hadamard option transforms next)
+template <typename TY, typename TW, typename TQ, typename TZ = TQ>
 cudaError_t launch_gated_norm(const void* y, const void* z, const void* weight, void* out, int segments,
                               int group_size, int groups, float z_scale, float eps, float out_scale, bool vec,
                               cudaStream_t stream) {
-  const GatedRmsNormOp<TY, TQ, TW, TQ> op{static_cast<const TY*>(y), static_cast<const TQ*>(z),
+  const GatedRmsNormOp<TY, TZ, TW, TQ> op{static_cast<const TY*>(y), static_cast<const TZ*>(z),
                                           static_cast<const TW*>(weight), static_cast<TQ*>(out), z_scale,
                                           make_divisor(out_scale)};
   return launch(op, vec, segments, group_size, groups, eps, stream);
+}
+
+// hadamard = 1: the gated norm of every row in fp32 into the workspace (what the reference
+// transforms), then HadamardQuant's transform + quantisation of the d-long rows. Arguments checked.
+inline cudaError_t gated_norm_then_hadamard(const void* y, const void* z, const void* weight, void* out, int rows,
+                                            int d, int group_size, int y_dtype, int weight_dtype, float z_scale,
+                                            float eps, float out_scale, float* workspace, cudaStream_t stream) {
+  const int segs = rows * (d / group_size);
+  const int groups = d / group_size;
+  const bool vec = aligned(y, 16) && aligned(z, y_dtype == JM_NORM_FP16 ? 8 : 4) && aligned(workspace, 16) &&
+                   aligned(weight, 16);
+  const bool w16 = weight_dtype == JM_NORM_FP16;
+  cudaError_t err;
+  if (y_dtype == JM_NORM_FP16) {
+    err = w16 ? launch_gated_norm<__half, __half, float, int8_t>(y, z, weight, workspace, segs, group_size, groups,
+                                                                 z_scale, eps, 1.0f, vec, stream)
+              : launch_gated_norm<__half, float, float, int8_t>(y, z, weight, workspace, segs, group_size, groups,
+                                                                z_scale, eps, 1.0f, vec, stream);
+  } else {
+    err = w16 ? launch_gated_norm<float, __half, float, int8_t>(y, z, weight, workspace, segs, group_size, groups,
+                                                                z_scale, eps, 1.0f, vec, stream)
+              : launch_gated_norm<float, float, float, int8_t>(y, z, weight, workspace, segs, group_size, groups,
+                                                               z_scale, eps, 1.0f, vec, stream);
+  }
+  if (err != cudaSuccess) return err;
+  JmHadamardQuantParams h{};
+  h.x = workspace;
+  h.y = static_cast<int8_t*>(out);
+  h.rows = rows;
+  h.n = d;
+  h.dtype = JM_HADAMARD_FP32;
+  h.out_scale = out_scale;
+  return jm_hadamard_quant(&h, stream);
 }
 
 // Argument checks and type dispatch shared by jm_gated_rms_norm_quant (kQuant: int8 z and out) and
@@ -87,7 +123,7 @@ cudaError_t launch_gated_norm(const void* y, const void* z, const void* weight, 
 template <bool kQuant>
 cudaError_t gated_rms_norm_launch(const void* y, const void* z, const void* weight, void* out, int rows, int d,
                                   int group_size, int y_dtype, int weight_dtype, float z_scale, float eps,
-                                  float out_scale, int hadamard, cudaStream_t stream) {
+                                  float out_scale, int hadamard, float* workspace, cudaStream_t stream) {
   const bool dtypes_ok = (y_dtype == JM_NORM_FP32 || y_dtype == JM_NORM_FP16) &&
                          (weight_dtype == JM_NORM_FP32 || weight_dtype == JM_NORM_FP16);
   if (y == nullptr || z == nullptr || weight == nullptr || out == nullptr || rows < 0 || d < 1 || group_size < 1 ||
@@ -97,8 +133,16 @@ cudaError_t gated_rms_norm_launch(const void* y, const void* z, const void* weig
   }
   const long long segments = static_cast<long long>(rows) * (d / group_size);
   if (segments > kMaxSegments) return cudaErrorInvalidValue;
-  if (hadamard == 1) return cudaErrorNotSupported;  // HadamardQuant's transform is not fused in yet
+  if (hadamard == 1 && (!kQuant || workspace == nullptr || !jm_hadamard_order_supported(d))) {
+    return cudaErrorInvalidValue;
+  }
   if (rows == 0) return cudaSuccess;
+  if constexpr (kQuant) {  // the fp variant never links HadamardQuant
+    if (hadamard == 1) {
+      return gated_norm_then_hadamard(y, z, weight, out, rows, d, group_size, y_dtype, weight_dtype, z_scale, eps,
+                                      out_scale, workspace, stream);
+    }
+  }
   // the vector path's accesses: 16 bytes of y, kVec gate and output elements (16 bytes when fp,
   // kVec bytes when int8), kVec weights (16 bytes or more)
   const size_t kvec = y_dtype == JM_NORM_FP16 ? 8 : 4;

@@ -28,14 +28,16 @@ typedef struct JmGatedRmsNormQuantParams {
   float z_scale;       // > 0, finite
   float eps;           // >= 0, finite
   float out_scale;     // > 0, finite
-  int hadamard;        // 0, or 1: Hadamard transform of the d row before quantising (not yet supported)
+  int hadamard;        // 0, or 1: Hadamard transform of the d row before quantising (d a supported order)
+  float* workspace;    // hadamard = 1: rows * d floats of scratch (the normalised rows); else unused
 } JmGatedRmsNormQuantParams;
 
 // cudaErrorInvalidValue (nothing launched, nothing written) for a NULL params or tensor pointer,
 // rows < 0, d < 1, group_size < 1 or not dividing d, an unknown dtype, a bad scale or eps, hadamard
-// not 0/1, or a grid too large; cudaErrorNotSupported (nothing written) for hadamard = 1, which
-// needs the HadamardQuant kernel (plugins/hadamard_quant) fused behind the norm. The output must not
-// overlap the inputs.
+// not 0/1, or a grid too large, and for hadamard = 1 a NULL workspace or a d that is no Hadamard order
+// of HadamardQuant. With hadamard = 1 the normalised rows go to the workspace in fp32 and
+// HadamardQuant (plugins/hadamard_quant, linked into the same library) transforms and quantises
+// them: the reference's fp32 values, two kernels. The output must not overlap the inputs.
 cudaError_t jm_gated_rms_norm_quant(const JmGatedRmsNormQuantParams* p, cudaStream_t stream);
 
 #ifdef __cplusplus

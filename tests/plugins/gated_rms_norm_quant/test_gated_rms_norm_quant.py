@@ -4,7 +4,8 @@ Every test body runs emulated on the CPU and, where a GPU exists, on it (tests/s
 Groups of every size class: a warp per group (up to 64 vectors) and a block per group, 1, 2 and 8
 groups a row, odd group sizes (the element path), groups past the register cache (recomputed
 from y and z), fp16 and fp32 y and weights, saturating scales and the emulator's three fiber
-schedules. hadamard = 1 is refused with cudaErrorNotSupported until HadamardQuant is fused in.
+schedules. hadamard = 1 (Quamba's Hadamard before out_proj): the norm into an fp32 workspace, then
+HadamardQuant's kernel, against the reference's transform of every supported order class.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from kernels import BACKENDS, backend  # noqa: F401
 
 from jetmamba.compiler.ops.reference import gated_rms_norm_quant
 
-SOURCES = ["gated_rms_norm_quant/gated_rms_norm_quant.cu"]
-SUCCESS, INVALID_VALUE, NOT_SUPPORTED = 0, 1, 801
+# hadamard = 1 calls HadamardQuant's launcher: the library links both
+SOURCES = ["gated_rms_norm_quant/gated_rms_norm_quant.cu", "hadamard_quant/hadamard_quant.cu"]
+SUCCESS, INVALID_VALUE = 0, 1
 FP32, FP16 = 0, 1
 DTYPE_CODES = {torch.float32: FP32, torch.float16: FP16}
 EPS = 1e-5
@@ -40,7 +42,7 @@ class Params(ctypes.Structure):
         ("y", ctypes.c_void_p), ("z", ctypes.c_void_p), ("weight", ctypes.c_void_p), ("out", ctypes.c_void_p),
         ("rows", ctypes.c_int), ("d", ctypes.c_int), ("group_size", ctypes.c_int), ("y_dtype", ctypes.c_int),
         ("weight_dtype", ctypes.c_int), ("z_scale", ctypes.c_float), ("eps", ctypes.c_float),
-        ("out_scale", ctypes.c_float), ("hadamard", ctypes.c_int),
+        ("out_scale", ctypes.c_float), ("hadamard", ctypes.c_int), ("workspace", ctypes.c_void_p),
     ]  # fmt: skip
 
 
@@ -210,11 +212,42 @@ def test_bad_arguments_are_refused_and_nothing_is_written(backend, lib):  # noqa
     for kw in bad:
         assert call(lib, params(**kw)) == INVALID_VALUE, kw
     assert call(lib, params(rows=0)) == SUCCESS
-    # the Hadamard option needs HadamardQuant fused in: refused for now, after the argument checks
-    assert call(lib, params(hadamard=1)) == NOT_SUPPORTED
-    assert call(lib, params(hadamard=1, group_size=48)) == INVALID_VALUE
+    # the Hadamard option needs a workspace and a d that HadamardQuant transforms
+    assert call(lib, params(hadamard=1)) == INVALID_VALUE  # no workspace
+    ws = backend.empty((2 * 96,), torch.float32)
+    no_order = params(hadamard=1, workspace=ptr(ws), d=36, rows=1, group_size=36)  # 36 = 9 * 4: no Hadamard order
+    assert call(lib, no_order) == INVALID_VALUE
     backend.sync()
     assert (out.cpu() == -77).all()
     assert call(lib, params()) == SUCCESS
     backend.sync()
     check(out.cpu(), y, z, weight, 32, 0.05)
+
+
+def hadamard_tie_check(out, ref, y, z, weight, group_size: int, out_scale: float):
+    """±1 at most, on at most MAX_TIE_FRACTION of the codes (or one): the transform sums the
+    normalised row in another order than the reference's einsum, so a quotient within an ulp of a
+    half-integer may round the other way."""
+    diff = (out.int() - ref.int()).abs()
+    assert int(diff.max()) <= 1, f"an int8 output is {int(diff.max())} codes off"
+    assert int((diff > 0).sum()) <= max(1.0, MAX_TIE_FRACTION * out.numel())
+
+
+# d: the Hadamard order classes Mamba2 uses for d_inner (2^k, 12 * 2^k as the fixture's 384, 20 * 2^k)
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+@pytest.mark.parametrize(("d", "groups", "dtype"), [(64, 1, torch.float16), (384, 2, torch.float16),
+                                                     (640, 1, torch.float32), (3072, 8, torch.float16)])  # fmt: skip
+def test_hadamard_option_matches_reference(backend, lib, d, groups, dtype):  # noqa: F811
+    y, z, weight = make_inputs((2, 3, d), dtype, torch.float32, seed=d + groups)
+    yd, zd, wd = backend.tensor(y), backend.tensor(z), backend.tensor(weight)
+    out = backend.empty(y.shape, torch.int8)
+    ws = backend.empty((6 * d,), torch.float32)
+    out_scale = 4.0 / 127
+    p = Params(ptr(yd), ptr(zd), ptr(wd), ptr(out), 6, d, d // groups, DTYPE_CODES[dtype], FP32, Z_SCALE, EPS,
+               out_scale, 1, ptr(ws))  # fmt: skip
+    backend.check(lib, call(lib, p))
+    backend.sync()
+    ref = gated_rms_norm_quant(y, z, weight, z_scale=Z_SCALE, eps=EPS, group_size=d // groups, out_scale=out_scale,
+                               hadamard=1)  # fmt: skip
+    hadamard_tie_check(out.cpu(), ref, y, z, weight, d // groups, out_scale)
+    assert (out.cpu() != 0).float().mean() > 0.5  # a real signal, not a row of zeros

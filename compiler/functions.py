@@ -285,7 +285,10 @@ def selective_scan(s: Structure, quant: bool = True) -> ir.Function:
     h, (y,) = _scan(b, b("Cast", b["ssm_state"], to=FLOAT), [dt, u, B, C], step)
     y = b("Add", y, b("Mul", u, b["D"]))
     gate = b.silu(z) if not smooth else b("Mul", z, b("Sigmoid", b("Mul", z, b["gate_smooth"])))
-    y = b.to_float(b("Mul", y, gate), s)
+    y = b("Mul", y, gate)
+    # the int8 op's y has the state's dtype (none of its inputs carries the graph's float type, so
+    # TensorRT's plugin could not know it); the fp variant's has its inputs' float type
+    y = b("CastLike", y, b["ssm_state"]) if quant else b.to_float(y, s)
     return b.function([y, b("CastLike", h, b["ssm_state"])], ["y", "ssm_state_out"], s)
 
 

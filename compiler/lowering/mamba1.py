@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from jetmamba.compiler.graph import GraphBuilder
+from jetmamba.compiler.graph import DTYPES, GraphBuilder
 
 
 def ssm_state_shape(config) -> tuple[int, ...]:
@@ -43,6 +43,8 @@ def lower_mixer(g: GraphBuilder, m, x_q, x_scale: float, conv_state, ssm_state, 
         {f"{k}_scale": s[k] for k in ("u", "dt", "B", "C", "z")},
         g.structure(), name=f"{p}.selective_scan",
     )  # fmt: skip
+    if ssm_state.type.dtype != DTYPES[act]:  # y comes in the state's dtype (an fp32-state graph)
+        y = g.cast(y, act)
     out_scale = float(m.out_proj_input_scale)
     if m.out_hadamard:
         (y_q,) = g.custom("HadamardQuant", {"x": y}, {"out_scale": out_scale}, g.structure(n=c.d_inner),

@@ -67,13 +67,14 @@ def causal_conv1d_quant(x, weight, bias, conv_state, *, x_scale, w_scale, out_sc
 def selective_scan_quant(
     u, dt, A, B, C, D, z, dt_bias, ssm_state, gate_smooth=None,
     *, u_scale: float, dt_scale: float, B_scale: float, C_scale: float, z_scale: float,
-    out_dtype: torch.dtype = torch.float16,
+    out_dtype: torch.dtype | None = None,
 ):  # fmt: skip
     """jetmamba::SelectiveScan (Mamba1). u, dt, z: [b, l, d] int8; B, C: [b, l, n] int8;
     A: [d, n], D, dt_bias: [d] fp32; ssm_state: [b, d, n] (fp16 by default) or None;
     gate_smooth: [d] fp32 or None. fp32 maths: dt <- softplus(DQ(dt) + dt_bias), the scan, D skip,
     gate DQ(z) * sigmoid(gate_smooth * DQ(z)) (MambaQuant's S-SiLU; SiLU when absent).
-    Returns (y [b, l, d] in out_dtype, state in the state's dtype)."""
+    Returns (y [b, l, d] in out_dtype, default the state's dtype as the op gives it, and the state
+    in the state's dtype)."""
     h0 = None if ssm_state is None else ssm_state.float()
     zf = dequantize(z, z_scale)
     y, h = selective_scan(
@@ -83,7 +84,7 @@ def selective_scan_quant(
     if gate_smooth is not None:
         y = y * zf * torch.sigmoid(gate_smooth.float() * zf)
     state_dtype = torch.float16 if ssm_state is None else ssm_state.dtype
-    return y.to(out_dtype), h.to(state_dtype)
+    return y.to(state_dtype if out_dtype is None else out_dtype), h.to(state_dtype)
 
 
 def hadamard_quant(x, *, out_scale: float):

@@ -1,0 +1,60 @@
+// TensorRT glue of jetmamba::SelectiveScanFp: the table (trt_ops.h), the launcher that fills
+// JmSelectiveScanFpParams, and the kernels' d_state sizes (SelectiveScan's kernels). No TensorRT
+// types here.
+#include "common/trt_ops.h"
+#include "selective_scan_fp/selective_scan_fp.h"
+
+// Weak, so that a library built without the kernel (the emulated interface tests) still loads;
+// enqueue then says the kernel is missing. The real library always links it.
+extern "C" cudaError_t jm_selective_scan_fp(const JmSelectiveScanFpParams* p, cudaStream_t stream)
+    __attribute__((weak));
+// The fp scan runs SelectiveScan's kernels, whose library part says which d_state they take.
+extern "C" int jm_selective_scan_supports_n(int n) __attribute__((weak));
+
+namespace {
+
+using namespace jm::trt;
+
+// The scan kernels number fp16 / fp32 their own way (fp16 first); TensorRT's kHALF is 1.
+int32_t scan_dtype(int32_t trt_dtype) { return trt_dtype == 1 ? JM_SCAN_FLOAT16 : JM_SCAN_FLOAT32; }
+
+// n = A's dim 1 (A [d, n]) must be a state size the kernels are instantiated for
+std::string check(const OpTable& op, const ParsedFields& /*fields*/, const Shape* inputs) {
+  const int64_t n = inputs[2].rank == 2 ? inputs[2].d[1] : -1;
+  if (n >= 0 && jm_selective_scan_supports_n != nullptr && (!fits_int(n) || !jm_selective_scan_supports_n(static_cast<int>(n))))
+    return std::string(op.name) + ": the kernels do not support d_state n = " + std::to_string(n);
+  return std::string();
+}
+
+// inputs: u, dt, A, B, C, D, z, dt_bias, ssm_state; outputs: y, ssm_state_out
+std::string launch(const LaunchArgs& a) {
+  if (jm_selective_scan_fp == nullptr) return kernel_not_linked(*a.op, "jm_selective_scan_fp");
+  const Shape& u = a.inputs[0].shape;
+  const Shape& A = a.inputs[2].shape;
+  if (!fits_int(u.d[0]) || !fits_int(u.d[1]) || !fits_int(u.d[2]) || !fits_int(A.d[1]))
+    return "SelectiveScanFp: u is too large for the kernel";
+  JmSelectiveScanFpParams p{};
+  p.u = a.inputs[0].data;
+  p.dt = a.inputs[1].data;
+  p.A = static_cast<const float*>(a.inputs[2].data);
+  p.B = a.inputs[3].data;
+  p.C = a.inputs[4].data;
+  p.D = static_cast<const float*>(a.inputs[5].data);
+  p.z = a.inputs[6].data;
+  p.dt_bias = static_cast<const float*>(a.inputs[7].data);
+  p.ssm_state = a.inputs[8].data;
+  p.y = a.outputs[0].data;
+  p.ssm_state_out = a.outputs[1].data;
+  p.batch = static_cast<int32_t>(u.d[0]);
+  p.seqlen = static_cast<int32_t>(u.d[1]);
+  p.d = static_cast<int32_t>(u.d[2]);
+  p.n = static_cast<int32_t>(A.d[1]);
+  p.dtype = scan_dtype(a.inputs[0].dtype);
+  p.state_dtype = scan_dtype(a.inputs[8].dtype);
+  const cudaError_t err = jm_selective_scan_fp(&p, static_cast<cudaStream_t>(a.stream));
+  return cuda_status("jm_selective_scan_fp", err, cudaGetErrorString(err));
+}
+
+}  // namespace
+
+JM_TRT_DEFINE_GLUE(selective_scan_fp, &ops::kSelectiveScanFp, launch, nullptr, nullptr, check)

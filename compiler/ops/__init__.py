@@ -69,8 +69,10 @@ OPSET: dict[str, OpSpec] = {
                 TensorSpec("ssm_state", _STATE, "[b, d, n]"),
                 TensorSpec("gate_smooth", ("float32",), "[d]", "S-SiLU: z sigmoid(s z); SiLU if absent", optional=True),
             ),
-            outputs=(TensorSpec("y", _FP, "[b, l, d]", "in the state's dtype (no input carries the float type)"),
-                     TensorSpec("ssm_state_out", _STATE, "[b, d, n]")),  # fmt: skip
+            outputs=(
+                TensorSpec("y", _FP, "[b, l, d]", "in the state's dtype (no input carries the float type)"),
+                TensorSpec("ssm_state_out", _STATE, "[b, d, n]"),
+            ),  # fmt: skip
             attributes=tuple(AttrSpec(f"{t}_scale", **SCALE) for t in ("u", "dt", "B", "C", "z")),
             reference=ref.selective_scan_quant,
         ),

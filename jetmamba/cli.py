@@ -498,6 +498,34 @@ def _kernels(args) -> int:
     return 0 if report.ok else 1
 
 
+# ---------------------------------------------------------------- bench
+
+
+def _bench_args(p):
+    p.add_argument("--kernels", action="store_true", required=True,
+                   help="time every kernel's launcher on one decode step and one prefill chunk of a real layer "
+                        "(Mamba-2.8B, Mamba2-2.7B): achieved bandwidth against the GPU's peak")  # fmt: skip
+    p.add_argument("--backend", choices=("gpu", "emu"), default="gpu",
+                   help="gpu: the local CUDA GPU (default); emu: the CPU emulator on tiny shapes, a smoke test")
+    p.add_argument("--repeats", type=_int_at_least(1), default=50, help="timed launches per case (default 50)")
+    p.add_argument("--only", metavar="K1,K2", help="a comma-separated subset of the kernels")
+    _add_output_args(p)
+
+
+def _bench(args) -> int:
+    from jetmamba.plugins import bench
+
+    only = [k.strip() for k in args.only.split(",")] if args.only else None
+    unknown = sorted(set(only or ()) - set(bench.KERNELS))
+    if unknown:
+        raise UsageError(f"--only: unknown kernels {unknown}; choose from {', '.join(bench.KERNELS)}")
+    progress = None if args.quiet else (lambda what: print(f"timing {what}", file=sys.stderr))
+    shapes = "real" if args.backend == "gpu" else "tiny"
+    report = bench.run(args.backend, shapes, args.repeats, only, progress)
+    _emit(args, report, bench.format_report(report))
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -558,6 +586,13 @@ COMMANDS = (
         "jetmamba kernels build --arch sm_87,sm_110\n  jetmamba kernels build --toolchain nvrtc --arch sm_87 --json",
         _kernels_args,
         _kernels,
+    ),
+    Command(
+        "bench",
+        "benchmarks: 'bench --kernels' times each CUDA kernel and its achieved memory bandwidth",
+        "jetmamba bench --kernels --json\n  jetmamba bench --kernels --backend emu   # no GPU: the emulator's smoke test",
+        _bench_args,
+        _bench,
     ),
     Command(
         "inspect",

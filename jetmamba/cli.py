@@ -590,7 +590,7 @@ COMMANDS = (
     Command(
         "bench",
         "benchmarks: 'bench --kernels' times each CUDA kernel and its achieved memory bandwidth",
-        "jetmamba bench --kernels --json\n  jetmamba bench --kernels --backend emu   # no GPU: the emulator's smoke test",
+        "jetmamba bench --kernels --json\n  jetmamba bench --kernels --backend emu   # no GPU: a smoke test",
         _bench_args,
         _bench,
     ),

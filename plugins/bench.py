@@ -62,7 +62,8 @@ class SsdScanParams(ctypes.Structure):
                                     "C_scale", "y", "ssm_state_out")),
                 *((n, I32) for n in ("batch", "seqlen", "heads", "head_dim", "groups", "d_state", "x_scale_count",
                                      "B_scale_count", "C_scale_count")),
-                ("dt_min", F32), ("dt_max", F32), ("dt_dtype", I32), ("state_dtype", I32), ("out_dtype", I32)]  # fmt: skip
+                ("dt_min", F32), ("dt_max", F32),
+                *((n, I32) for n in ("dt_dtype", "state_dtype", "out_dtype"))]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,8 @@ SHAPES = {
 
 def _rms_norm_quant(device, s, tokens):
     d = s["d_model"]
-    x, r, w = _f((tokens, d), torch.float16, device), _f((tokens, d), torch.float16, device), _f((d,), torch.float16, device)
+    x, r = _f((tokens, d), torch.float16, device), _f((tokens, d), torch.float16, device)
+    w = _f((d,), torch.float16, device)
     y, ro = torch.empty((tokens, d), dtype=torch.int8, device=device), torch.empty_like(x)
     p = RmsNormQuantParams(_p(x), _p(r), _p(w), _p(y), _p(ro), tokens, d, FP16, FP16, 1e-5, 0.05)
     return "jm_rms_norm_quant", p, (x, r, w, y, ro), tokens * d * 7 + 2 * d  # x, r, ro fp16 + y int8, + weight
@@ -154,7 +156,8 @@ def _ssd_scan(device, s, tokens):
     y, ho = torch.empty((1, tokens, H, P), dtype=torch.float16, device=device), torch.empty_like(h)
     scales = [torch.full((1,), 0.02, device=device) for _ in range(3)]
     p = SsdScanParams(_p(x), _p(dt), _p(A), _p(B), _p(C), _p(D), _p(bias), _p(h), *(_p(t) for t in scales), _p(y),
-                      _p(ho), 1, tokens, H, P, G, N, 1, 1, 1, 0.0, float("inf"), SCAN_FP16, SCAN_FP16, SCAN_FP16)  # fmt: skip
+                      _p(ho), 1, tokens, H, P, G, N, 1, 1, 1, 0.0, float("inf"),
+                      SCAN_FP16, SCAN_FP16, SCAN_FP16)  # fmt: skip
     moved = tokens * (H * P + 2 * H + 2 * G * N + 2 * H * P) + 4 * H * P * N + 12 * H
     return "jm_ssd_scan", p, (x, B, C, dt, A, D, bias, h, y, ho, *scales), moved
 

@@ -505,8 +505,12 @@ def _bench_args(p):
     p.add_argument("--kernels", action="store_true", required=True,
                    help="time every kernel's launcher on one decode step and one prefill chunk of a real layer "
                         "(Mamba-2.8B, Mamba2-2.7B): achieved bandwidth against the GPU's peak")  # fmt: skip
-    p.add_argument("--backend", choices=("gpu", "emu"), default="gpu",
-                   help="gpu: the local CUDA GPU (default); emu: the CPU emulator on tiny shapes, a smoke test")
+    p.add_argument(
+        "--backend",
+        choices=("gpu", "emu"),
+        default="gpu",
+        help="gpu: the local CUDA GPU (default); emu: the CPU emulator on tiny shapes, a smoke test",
+    )
     p.add_argument("--repeats", type=_int_at_least(1), default=50, help="timed launches per case (default 50)")
     p.add_argument("--only", metavar="K1,K2", help="a comma-separated subset of the kernels")
     _add_output_args(p)

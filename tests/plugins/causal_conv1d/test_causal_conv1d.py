@@ -309,7 +309,7 @@ BAD_ARGUMENTS = {
     "too many batch items": {"batch": 70000},
     "seq_chunk below k-1": {"seq_chunk": 2},
     "negative seq_chunk": {"seq_chunk": -1},
-    "seq_chunk giving > 65535 chunks": {"seqlen": 70000, "seq_chunk": 3},
+    "seq_chunk giving > 65535 chunks": {"seqlen": 200_000, "seq_chunk": 3},  # 66 667 chunks
     "two x scales": {"x_scale_count": 2},
     "no w scale": {"w_scale_count": 0},
     "out scales != channels": {"out_scale_count": 36},

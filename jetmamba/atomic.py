@@ -1,6 +1,6 @@
 """Artifacts appear whole or not at all.
 
-Every directory jetmamba writes (checkpoints now; QuantizedModels and bundles later) is built in
+Every directory jetmamba writes (checkpoints, QuantizedModels, bundles) is built in
 a hidden sibling directory and renamed into place at the end, so an error or Ctrl-C leaves the
 previous artifact intact and no half-written one.
 """
@@ -17,23 +17,29 @@ from pathlib import Path
 
 @contextlib.contextmanager
 def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary directory beside ``target``; on success it replaces ``target``."""
+    """Yield a temporary directory beside ``target``; on success it replaces ``target``.
+
+    The swap is two renames (the previous artifact aside, the new one in place); an exception or
+    an interrupt between them puts the previous artifact back, so at every instant ``target`` is
+    either the whole old artifact or the whole new one."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    old = None
     try:
         yield tmp
         _normal_permissions(tmp)
-        old = None
         if target.exists():
             old = target.with_name(f".{target.name}.{os.getpid()}.old")
             os.replace(target, old)
         os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
+        if old is not None and old.exists() and not target.exists():
+            os.replace(old, target)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write_text(target: str | os.PathLike, text: str) -> Path:

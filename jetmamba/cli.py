@@ -8,6 +8,7 @@ non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -41,6 +42,20 @@ def _add_model_args(p: argparse.ArgumentParser, runnable: bool = False) -> None:
 def _add_output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of text")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def _check_out(out, force: bool, is_artifact: Callable[[object], bool], what: str) -> None:
+    """An --out that exists is replaced only with --force, and only when it is an earlier artifact
+    of the same kind or an empty directory: --force must never delete a directory of the user's."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if not force:
+        raise UsageError(f"--out {out} exists; pass --force to replace it")
+    if out.is_dir() and not out.is_symlink() and (is_artifact(out) or not any(out.iterdir())):
+        return
+    raise UsageError(
+        f"--out {out} exists and is not a {what} (nor an empty directory); --force replaces only an earlier {what}"
+    )
 
 
 def _emit(args, payload: dict, text: str) -> None:
@@ -230,11 +245,11 @@ def _quantize(args) -> int:
     from pathlib import Path
 
     from jetmamba.calibration.checkpoint import open_checkpoint
+    from jetmamba.calibration.quantized import is_quantized_model
     from jetmamba.calibration.recipes import get_recipe
 
     out = Path(args.out)
-    if out.exists() and not args.force:
-        raise UsageError(f"--out {out} exists; pass --force to replace it")
+    _check_out(out, args.force, is_quantized_model, "QuantizedModel")
     ckpt = open_checkpoint(args.model)
     if out.resolve() == ckpt.path.resolve():
         raise UsageError("--out must not be the checkpoint directory itself")
@@ -365,8 +380,7 @@ def _compile(args) -> int:
 
     board_arch(args.board)  # refuse an unknown board before any work
     out = Path(args.out)
-    if out.exists() and not args.force:
-        raise UsageError(f"--out {out} exists; pass --force to replace it")
+    _check_out(out, args.force, is_bundle, "bundle")
     path = resolve_model_dir(args.model)
     if out.resolve() == path.resolve():
         raise UsageError("--out must not be the model directory itself")
@@ -648,8 +662,41 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="jetmamba: %(message)s")
+    with _sigterm_unwinds():
+        return _run(args)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is, so that it unwinds like Ctrl-C: every artifact being
+    written is discarded (jetmamba.atomic) and the previous one stays. Python's default for SIGTERM
+    is to die on the spot, leaving temporary directories behind."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args) -> int:
     try:
         return args.run(args)
+    except Terminated:
+        print("jetmamba: terminated", file=sys.stderr)
+        return 143
     except JetmambaError as exc:
         print(f"jetmamba: error: {exc}", file=sys.stderr)
         return exc.exit_code

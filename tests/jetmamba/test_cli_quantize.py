@@ -161,6 +161,22 @@ def test_existing_output_is_refused_without_force(capsys, tmp_path, mamba1_fixtu
     assert code == 2 and "pass --force" in err and (out / "keep").exists()
 
 
+def test_force_replaces_only_an_earlier_quantized_model(capsys, tmp_path, mamba1_fixture, valid):
+    out = tmp_path / "q"
+    out.mkdir()
+    (out / "keep").write_text("x")  # a directory of the user's, not a QuantizedModel
+    argv = ["quantize", "--model", str(mamba1_fixture), "--recipe", "w8a8-naive", "--calib", valid,
+            "--samples", "2", "--calib-seq-len", "64", "--out", str(out), "--force"]  # fmt: skip
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and "is not a QuantizedModel" in err and (out / "keep").read_text() == "x"
+    (out / "keep").unlink()  # an empty directory may be filled
+    code, _, err = run(capsys, *argv)
+    assert code == 0, err
+    code, _, err = run(capsys, *argv)  # and an earlier QuantizedModel replaced
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q"]
+
+
 def test_recipe_for_another_architecture_is_refused(capsys, tmp_path, mamba1_fixture, valid):
     code, _, err = run(capsys, "quantize", "--model", str(mamba1_fixture), "--recipe", "w8a8-quamba2",
                        "--calib", valid, "--samples", "2", "--out", str(tmp_path / "q"))  # fmt: skip

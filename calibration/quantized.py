@@ -48,7 +48,7 @@ class Provenance:
     source: str = ""
     calibration: dict[str, Any] = field(default_factory=dict)
     saturation: dict[str, int] = field(default_factory=dict)  # per activation site, on calibration data
-    seconds: float = 0.0
+    seconds: float = 0.0  # how long quantizing took: reported, not saved (artifacts are reproducible)
 
 
 class QuantBlock(nn.Module):
@@ -148,7 +148,8 @@ class QuantizedModel(nn.Module):
             "recipe": self.recipe,
             "act_dtype": str(self.act_dtype).replace("torch.", ""),
             "out_hadamard": [bool(b.mixer.out_hadamard) for b in self.layers],
-            "provenance": dataclasses.asdict(self.provenance),
+            # byte-identical for the same inputs and seed: nothing run-dependent (times) is saved
+            "provenance": {k: v for k, v in dataclasses.asdict(self.provenance).items() if k != "seconds"},
         }
         with atomic_directory(directory) as tmp:
             save_file(tensors, str(tmp / TENSORS), metadata={"format": FORMAT})

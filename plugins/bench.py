@@ -23,6 +23,15 @@ import torch
 
 from jetmamba.errors import UsageError
 from jetmamba.plugins.emulation import PLUGINS_DIR
+from jetmamba.plugins.torch_ops import (
+    CausalConv1dParams,
+    HadamardQuantParams,
+    RmsNormQuantParams,
+    SelectiveScanParams,
+    SsdScanParams,
+    W4A8LinearParams,
+    W4A16LinearParams,
+)
 
 VP, I32, I64, F32 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_float
 FP32, FP16 = 0, 1  # the norm, conv and Hadamard launchers number dtypes as TensorRT does
@@ -31,39 +40,6 @@ SCAN_FP16, SCAN_FP32 = 0, 1  # the scan launchers number them fp16 first
 # peak DRAM bandwidth by device name, GB/s (vendor datasheets), where torch cannot tell
 PEAK_GBS = {"H100 80GB HBM3": 3350.0, "H100 PCIe": 2039.0, "H100 NVL": 3900.0, "H200": 4800.0, "A100-SXM4-80GB": 2039.0,
             "A100-SXM4-40GB": 1555.0, "A100-PCIE-40GB": 1555.0, "Orin": 102.4, "Thor": 273.0}  # fmt: skip
-
-
-class RmsNormQuantParams(ctypes.Structure):
-    _fields_ = [("x", VP), ("residual", VP), ("weight", VP), ("y", VP), ("residual_out", VP), ("rows", I32),
-                ("d", I32), ("x_dtype", I32), ("weight_dtype", I32), ("eps", F32), ("out_scale", F32)]  # fmt: skip
-
-
-class CausalConv1dParams(ctypes.Structure):
-    _fields_ = [*((n, VP) for n in ("x", "weight", "bias", "conv_state", "y", "conv_state_out", "x_scale",
-                                    "w_scale", "out_scale")),
-                *((n, I32) for n in ("x_scale_count", "w_scale_count", "out_scale_count", "batch", "seqlen",
-                                     "channels", "k", "seq_chunk"))]  # fmt: skip
-
-
-class SelectiveScanParams(ctypes.Structure):
-    _fields_ = [*((n, VP) for n in ("u", "dt", "A", "B", "C", "D", "z", "dt_bias", "ssm_state", "gate_smooth", "y",
-                                    "ssm_state_out")),
-                *((n, I32) for n in ("batch", "seqlen", "d", "n")),
-                *((n, F32) for n in ("u_scale", "dt_scale", "B_scale", "C_scale", "z_scale")),
-                ("state_dtype", I32), ("out_dtype", I32)]  # fmt: skip
-
-
-class HadamardQuantParams(ctypes.Structure):
-    _fields_ = [("x", VP), ("y", VP), ("rows", I64), ("n", I32), ("dtype", I32), ("out_scale", F32)]
-
-
-class SsdScanParams(ctypes.Structure):
-    _fields_ = [*((n, VP) for n in ("x", "dt", "A", "B", "C", "D", "dt_bias", "ssm_state", "x_scale", "B_scale",
-                                    "C_scale", "y", "ssm_state_out")),
-                *((n, I32) for n in ("batch", "seqlen", "heads", "head_dim", "groups", "d_state", "x_scale_count",
-                                     "B_scale_count", "C_scale_count")),
-                ("dt_min", F32), ("dt_max", F32),
-                *((n, I32) for n in ("dt_dtype", "state_dtype", "out_dtype"))]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -162,12 +138,42 @@ def _ssd_scan(device, s, tokens):
     return "jm_ssd_scan", p, (x, B, C, dt, A, D, bias, h, y, ho, *scales), moved
 
 
+# The 4-bit GEMMs of real layers, (K, N) by shape set: Mamba-2.8B in_proj (d_model -> 2 d_inner) and
+# out_proj (d_inner -> d_model); Mamba2-2.7B in_proj (d_model -> 2 d_inner + 2 G N + H = 10576).
+W4_LAYERS = {
+    "mamba-2.8b in_proj": lambda s: (s["d_model"], 2 * s["d_inner"]),
+    "mamba-2.8b out_proj": lambda s: (s["d_inner"], s["d_model"]),
+    "mamba2-2.7b in_proj": lambda s: (s["d_model"], 2 * s["d_inner"] + 2 * s["groups"] * s["ssd_state"] + s["heads"]),
+}
+
+
+def _w4_linear(int8_x: bool, layer: str):
+    def setup(device, s, tokens):
+        from jetmamba.compiler.ops.int4 import group_size_for
+
+        k, n = W4_LAYERS[layer](s)
+        g = group_size_for(k)
+        x = _i8((tokens, k), device) if int8_x else _f((tokens, k), torch.float16, device)
+        qweight = torch.randint(0, 256, (n, k // 2), dtype=torch.uint8, device=device)
+        scales = _f((n, k // g), torch.float16, device, 0.01)
+        y = torch.empty((tokens, n), dtype=torch.float16, device=device)
+        common = (_p(x), _p(qweight), _p(scales), None, _p(y), tokens, n, k, g)
+        p = W4A8LinearParams(*common, 0.02) if int8_x else W4A16LinearParams(*common)
+        # the minimum: every weight byte and scale once, x once, y once
+        moved = n * k // 2 + 2 * n * (k // g) + tokens * k * (1 if int8_x else 2) + 2 * tokens * n
+        return ("jm_w4a8_linear" if int8_x else "jm_w4a16_linear"), p, (x, qweight, scales, y), moved
+
+    return setup
+
+
 KERNELS = {
     "rms_norm_quant": (("rms_norm_quant/rms_norm_quant.cu",), _rms_norm_quant),
     "causal_conv1d": (("causal_conv1d/causal_conv1d.cu",), _causal_conv1d),
     "selective_scan": (("selective_scan/selective_scan.cu",), _selective_scan),
     "hadamard_quant": (("hadamard_quant/hadamard_quant.cu",), _hadamard_quant),
     "ssd_scan": (("ssd_scan/ssd_scan.cu",), _ssd_scan),
+    **{f"w4a16_linear {layer}": (("w4a16_linear/w4a16_linear.cu",), _w4_linear(False, layer)) for layer in W4_LAYERS},
+    **{f"w4a8_linear {layer}": (("w4a8_linear/w4a8_linear.cu",), _w4_linear(True, layer)) for layer in W4_LAYERS},
 }
 
 

@@ -48,7 +48,7 @@ BATCH_SYMBOLS = ("b", "...")  # a tensor whose first axis is one of these is an 
 # The recurrent SSM state keeps its own float type (fp16 by default, fp32 as an option, whatever the
 # activations' type: docs/DESIGN.md "Numerics"); every other batch-shaped fp input is an activation.
 OWN_FLOAT_TYPE = frozenset({"ssm_state"})
-DTYPE_BITS = {"float32": "kF32", "float16": "kF16", "int8": "kI8"}
+DTYPE_BITS = {"float32": "kF32", "float16": "kF16", "int8": "kI8", "uint8": "kU8"}
 # The structure facts a Limit reads, and the dimension each is: "k" the conv width (symbol k),
 # "n" the Hadamard order (the last axis of the op's first input).
 LIMIT_FACTS = ("k", "n")
@@ -62,7 +62,8 @@ class GenerationError(Exception):
 def folder_of(op_name: str) -> str:
     """The op's plugin folder: ``SSDScanFp`` -> ``ssd_scan_fp``, ``RMSNormQuant`` -> ``rms_norm_quant``."""
     s = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", op_name)
-    s = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", s)
+    s = re.sub(r"([a-z])([A-Z])", r"\1_\2", s)
+    s = re.sub(r"([0-9])([A-Z][a-z])", r"\1_\2", s)  # W4A16Linear -> w4a16_linear, Int8State -> int8_state
     return s.lower()
 
 
@@ -111,9 +112,10 @@ def parse_dim(text: str):
     def term():
         nonlocal pos
         node = atom()
-        while pos < len(tokens) and tokens[pos] == "*":
+        while pos < len(tokens) and tokens[pos] in ("*", "/"):  # "/": floor division (K/2, K/G)
+            op = tokens[pos]
             pos += 1
-            node = Bin("*", node, atom())
+            node = Bin(op, node, atom())
         return node
 
     node = term()

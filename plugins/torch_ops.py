@@ -44,6 +44,8 @@ SOURCES = (
     "hadamard_quant/hadamard_quant.cu",
     "ssd_scan/ssd_scan.cu",
     "gated_rms_norm_quant/gated_rms_norm_quant.cu",
+    "w4a16_linear/w4a16_linear.cu",
+    "w4a8_linear/w4a8_linear.cu",
 )
 
 VP, I32, I64, F32 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_float
@@ -51,6 +53,7 @@ VP, I32, I64, F32 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_fl
 # fp16 = 1), so that plugin glue passes its format through; the scan launchers number them fp16 first.
 NORM_DTYPES = {torch.float32: 0, torch.float16: 1}
 SCAN_DTYPES = {torch.float16: 0, torch.float32: 1}
+SCAN_INT8 = 2  # JM_SCAN_INT8: an int8 SSM state with per-channel scales
 CUDA_ERROR_INVALID_VALUE = 1
 
 
@@ -71,7 +74,8 @@ class SelectiveScanParams(ctypes.Structure):  # plugins/selective_scan/selective
                                     "ssm_state_out")),
                 *((n, I32) for n in ("batch", "seqlen", "d", "n")),
                 *((n, F32) for n in ("u_scale", "dt_scale", "B_scale", "C_scale", "z_scale")),
-                ("state_dtype", I32), ("out_dtype", I32)]  # fmt: skip
+                ("state_dtype", I32), ("out_dtype", I32),
+                ("ssm_state_scale", VP), ("ssm_state_scale_out", VP)]  # fmt: skip
 
 
 class HadamardQuantParams(ctypes.Structure):  # plugins/hadamard_quant/hadamard_quant.h
@@ -93,6 +97,16 @@ class GatedRmsNormQuantParams(ctypes.Structure):  # plugins/gated_rms_norm_quant
                 ("hadamard", I32), ("workspace", VP)]  # fmt: skip
 
 
+class W4A16LinearParams(ctypes.Structure):  # plugins/w4a16_linear/w4a16_linear.h
+    _fields_ = [("x", VP), ("qweight", VP), ("scales", VP), ("bias", VP), ("y", VP), ("M", I32), ("N", I32),
+                ("K", I32), ("group_size", I32)]  # fmt: skip
+
+
+class W4A8LinearParams(ctypes.Structure):  # plugins/w4a8_linear/w4a8_linear.h
+    _fields_ = [("x", VP), ("qweight", VP), ("scales", VP), ("bias", VP), ("y", VP), ("M", I32), ("N", I32),
+                ("K", I32), ("group_size", I32), ("x_scale", F32)]  # fmt: skip
+
+
 LAUNCHERS = {
     "jm_rms_norm_quant": RmsNormQuantParams,
     "jm_causal_conv1d": CausalConv1dParams,
@@ -100,6 +114,8 @@ LAUNCHERS = {
     "jm_hadamard_quant": HadamardQuantParams,
     "jm_ssd_scan": SsdScanParams,
     "jm_gated_rms_norm_quant": GatedRmsNormQuantParams,
+    "jm_w4a16_linear": W4A16LinearParams,
+    "jm_w4a8_linear": W4A8LinearParams,
 }
 
 
@@ -254,6 +270,29 @@ def selective_scan_quant(
     return y, state_out
 
 
+def selective_scan_int8_state(
+    u, dt, A, B, C, D, z, dt_bias, ssm_state, ssm_state_scale, gate_smooth=None,
+    *, u_scale: float, dt_scale: float, B_scale: float, C_scale: float, z_scale: float,
+    out_dtype: torch.dtype = torch.float16,
+):  # fmt: skip
+    """Kernel twin of :func:`reference.selective_scan_int8_state`: (y in out_dtype, int8 codes
+    [b, d, n], fp32 scales [b, d])."""
+    device = u.device
+    b, l, d = u.shape
+    u, dt, z, B, C, ssm_state = (_on(t, device) for t in (u, dt, z, B, C, ssm_state))
+    A, D, dt_bias, ssm_state_scale = (_on(t, device, torch.float32) for t in (A, D, dt_bias, ssm_state_scale))
+    gate_smooth = None if gate_smooth is None else _on(gate_smooth, device, torch.float32)
+    y = torch.empty(b, l, d, dtype=out_dtype, device=device)
+    state_out, scale_out = torch.empty_like(ssm_state), torch.empty_like(ssm_state_scale)
+    p = SelectiveScanParams(
+        *(_ptr(t) for t in (u, dt, A, B, C, D, z, dt_bias, ssm_state, gate_smooth, y, state_out)), b, l, d,
+        A.shape[1], *(float(s) for s in (u_scale, dt_scale, B_scale, C_scale, z_scale)),
+        SCAN_INT8, _code(SCAN_DTYPES, out_dtype, "out_dtype"), _ptr(ssm_state_scale), _ptr(scale_out),
+    )  # fmt: skip
+    _launch("jm_selective_scan", p, device)
+    return y, state_out, scale_out
+
+
 def hadamard_quant(x, *, out_scale: float):
     """Kernel twin of :func:`reference.hadamard_quant`: int8 of x's shape."""
     device = x.device
@@ -315,13 +354,48 @@ def gated_rms_norm_quant(y, z, weight, *, z_scale: float, eps: float, group_size
 
 
 # the reference each twin replaces, by the name modules import it under
+def _int4_linear(name, params_type, x, qweight, scales, bias, group_size: int, *extra):
+    """The int4 GEMMs' shared call: x [..., K] -> fp16 y [..., N] (the launchers need x and qweight
+    16-byte aligned: fresh contiguous copies are, a view into another tensor may not be)."""
+    device = x.device
+    k = x.shape[-1]
+    n = qweight.shape[0]
+    x, qweight = _on(x, device), _on(qweight, device, torch.uint8)
+    scales = _on(scales, device, torch.float16)
+    bias = None if bias is None else _on(bias, device, torch.float32)
+    if x.data_ptr() % 16:
+        x = x.clone()
+    y = torch.empty(*x.shape[:-1], n, dtype=torch.float16, device=device)
+    p = params_type(_ptr(x), _ptr(qweight), _ptr(scales), _ptr(bias), _ptr(y), x.numel() // k, n, k, int(group_size),
+                    *extra)  # fmt: skip
+    _launch(name, p, device)
+    return y
+
+
+def w4a16_linear(x, qweight, scales, bias=None, *, group_size: int = 128):
+    """Kernel twin of :func:`reference.w4a16_linear`: x fp16 [..., K], packed int4 weights -> fp16 [..., N]."""
+    if x.dtype != torch.float16:
+        raise TypeError(f"x: the kernel takes torch.float16, not {x.dtype}")
+    return _int4_linear("jm_w4a16_linear", W4A16LinearParams, x, qweight, scales, bias, group_size)
+
+
+def w4a8_linear(x, qweight, scales, bias=None, *, x_scale: float, group_size: int = 128):
+    """Kernel twin of :func:`reference.w4a8_linear`: x int8 [..., K] (per-tensor x_scale) -> fp16 [..., N]."""
+    if x.dtype != torch.int8:
+        raise TypeError(f"x: the kernel takes torch.int8, not {x.dtype}")
+    return _int4_linear("jm_w4a8_linear", W4A8LinearParams, x, qweight, scales, bias, group_size, float(x_scale))
+
+
 TWINS = {
     "rms_norm_quant": rms_norm_quant,
     "causal_conv1d_quant": causal_conv1d_quant,
     "selective_scan_quant": selective_scan_quant,
+    "selective_scan_int8_state": selective_scan_int8_state,
     "hadamard_quant": hadamard_quant,
     "ssd_scan_quant": ssd_scan_quant,
     "gated_rms_norm_quant": gated_rms_norm_quant,
+    "w4a16_linear": w4a16_linear,
+    "w4a8_linear": w4a8_linear,
 }
 
 

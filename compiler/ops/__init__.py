@@ -20,6 +20,8 @@ from jetmamba.compiler.ops.spec import (
 
 _FP = ("float16", "float32")
 _STATE = ("float16", "float32")  # fp16 by default; fp32 for the CPU flavour
+# G of the packed int4 layout; the kernels read a 32-input slice of one group per 16-byte load
+_INT4_GROUP = AttrSpec("group_size", "int", "G: inputs per scale (128, 64 or 32; divides K)", minimum=32, default=128)
 
 OPSET: dict[str, OpSpec] = {
     op.name: op
@@ -75,6 +77,33 @@ OPSET: dict[str, OpSpec] = {
             ),  # fmt: skip
             attributes=tuple(AttrSpec(f"{t}_scale", **SCALE) for t in ("u", "dt", "B", "C", "z")),
             reference=ref.selective_scan_quant,
+        ),
+        # SelectiveScan with an int8 state: a separate op, since a TensorRT plugin's inputs are matched
+        # by count (one optional input at most: gate_smooth) and its outputs are fixed per op, so the
+        # scale tensors cannot be optional I/O of SelectiveScan; the kernel is the same launcher
+        OpSpec(
+            "SelectiveScanInt8State",
+            "SelectiveScan with an int8 SSM state, a dynamic scale per (batch row, channel)",
+            inputs=(
+                TensorSpec("u", ("int8",), "[b, l, d]"),
+                TensorSpec("dt", ("int8",), "[b, l, d]", "before dt_bias and softplus"),
+                TensorSpec("A", ("float32",), "[d, n]"),
+                TensorSpec("B", ("int8",), "[b, l, n]"),
+                TensorSpec("C", ("int8",), "[b, l, n]"),
+                TensorSpec("D", ("float32",), "[d]"),
+                TensorSpec("z", ("int8",), "[b, l, d]"),
+                TensorSpec("dt_bias", ("float32",), "[d]"),
+                TensorSpec("ssm_state", ("int8",), "[b, d, n]", "codes: h = code * ssm_state_scale"),
+                TensorSpec("ssm_state_scale", ("float32",), "[b, d]", "per channel, >= 0 (0: a zero channel)"),
+                TensorSpec("gate_smooth", ("float32",), "[d]", "S-SiLU: z sigmoid(s z); SiLU if absent", optional=True),
+            ),
+            outputs=(
+                TensorSpec("y", ("float16",), "[b, l, d]", "float16 (no input carries the float type)"),
+                TensorSpec("ssm_state_out", ("int8",), "[b, d, n]", "codes of the final state"),
+                TensorSpec("ssm_state_scale_out", ("float32",), "[b, d]", "max |h| / 127 per channel"),
+            ),
+            attributes=tuple(AttrSpec(f"{t}_scale", **SCALE) for t in ("u", "dt", "B", "C", "z")),
+            reference=ref.selective_scan_int8_state,
         ),
         OpSpec(
             "SSDScan",
@@ -209,6 +238,34 @@ OPSET: dict[str, OpSpec] = {
                 AttrSpec("group_size", "int", minimum=1),
             ),
             reference=ref.gated_rms_norm_fp,
+        ),
+        # 4-bit weight GEMMs (packed layout: jetmamba.compiler.ops.int4); the lowering keeps 8-bit
+        # layers as Q/DQ int8 GEMMs, which TensorRT runs itself
+        OpSpec(
+            "W4A16Linear",
+            "int4 weights (grouped fp16 scales), fp16 activations: y = x W^T + bias, fp32 accumulation",
+            inputs=(
+                TensorSpec("x", ("float16",), "[b, l, K]"),
+                TensorSpec("qweight", ("uint8",), "[N, K/2]", "int4 codes, two a byte along K, low nibble first"),
+                TensorSpec("scales", ("float16",), "[N, K/G]", "one per output channel and group of G inputs"),
+                TensorSpec("bias", ("float32",), "[N]", optional=True),
+            ),
+            outputs=(TensorSpec("y", ("float16",), "[b, l, N]"),),
+            attributes=(_INT4_GROUP,),
+            reference=ref.w4a16_linear,
+        ),
+        OpSpec(
+            "W4A8Linear",
+            "int4 weights (grouped fp16 scales), int8 activations (per-tensor scale): int32 group sums, fp16 out",
+            inputs=(
+                TensorSpec("x", ("int8",), "[b, l, K]"),
+                TensorSpec("qweight", ("uint8",), "[N, K/2]", "int4 codes, two a byte along K, low nibble first"),
+                TensorSpec("scales", ("float16",), "[N, K/G]", "one per output channel and group of G inputs"),
+                TensorSpec("bias", ("float32",), "[N]", optional=True),
+            ),
+            outputs=(TensorSpec("y", ("float16",), "[b, l, N]"),),
+            attributes=(AttrSpec("x_scale", **SCALE), _INT4_GROUP),
+            reference=ref.w4a8_linear,
         ),
     )
 }

@@ -87,6 +87,42 @@ def selective_scan_quant(
     return y.to(state_dtype if out_dtype is None else out_dtype), h.to(state_dtype)
 
 
+def quantize_ssm_state(h):
+    """An SSM state [..., n] as int8 codes with a dynamic scale per row (Mamba1: per (batch row,
+    channel)): scale = max |h| / 127 over the row's n values (fp32 division), codes =
+    round-half-to-even(h / scale) clamped to [-127, 127]. A row of zeros (or one whose scale
+    underflows to 0) gets scale 0 and zero codes, which dequantize to zeros: the all-zero state and
+    scale of a fresh sequence. Returns (codes int8 [..., n], scale fp32 [...])."""
+    h = h.float()
+    scale = h.abs().amax(-1) / 127.0
+    nonzero = scale > 0
+    safe = torch.where(nonzero, scale, torch.ones_like(scale)).unsqueeze(-1)
+    codes = torch.where(nonzero.unsqueeze(-1), torch.round(h / safe).clamp(-127, 127), torch.zeros_like(h))
+    return codes.to(torch.int8), scale
+
+
+def dequantize_ssm_state(codes, scale):
+    """codes [..., n] int8 times the row's scale [...] fp32: the state in fp32."""
+    return codes.float() * scale.float().unsqueeze(-1)
+
+
+def selective_scan_int8_state(
+    u, dt, A, B, C, D, z, dt_bias, ssm_state, ssm_state_scale, gate_smooth=None,
+    *, u_scale: float, dt_scale: float, B_scale: float, C_scale: float, z_scale: float,
+    out_dtype: torch.dtype = torch.float16,
+):  # fmt: skip
+    """jetmamba::SelectiveScanInt8State: :func:`selective_scan_quant` with an int8 state. ssm_state:
+    [b, d, n] int8 codes, ssm_state_scale: [b, d] fp32 (:func:`quantize_ssm_state`); the state is
+    dequantized, scanned in fp32 and quantized again at the end. Returns (y [b, l, d] in out_dtype,
+    codes [b, d, n] int8, scales [b, d] fp32)."""
+    h0 = dequantize_ssm_state(ssm_state, ssm_state_scale)
+    y, h = selective_scan_quant(
+        u, dt, A, B, C, D, z, dt_bias, h0, gate_smooth, u_scale=u_scale, dt_scale=dt_scale, B_scale=B_scale,
+        C_scale=C_scale, z_scale=z_scale, out_dtype=out_dtype,
+    )  # fmt: skip
+    return (y, *quantize_ssm_state(h))
+
+
 def hadamard_quant(x, *, out_scale: float):
     """jetmamba::HadamardQuant. x: [..., n] fp16/fp32, n a supported Hadamard order;
     y = Q(x H^T / sqrt(n), out_scale) int8 (H as in jetmamba.calibration.hadamard)."""
@@ -180,3 +216,38 @@ def gated_rms_norm_fp(y, z, weight, *, eps: float, group_size: int):
     """jetmamba::GatedRMSNorm (Mamba2). y, z: [b, l, d] fp16/fp32; weight: [d].
     out = RMSNorm(y * silu(z)) per group of ``group_size`` channels, times weight, in y's dtype."""
     return gated_rms_norm(y.float(), z.float(), weight.float(), eps, group_size).to(y.dtype)
+
+
+# ---------------------------------------------------------------- 4-bit weight GEMMs
+# Packed int4 weights (layout: jetmamba.compiler.ops.int4): qweight uint8 [N, K/2], scales fp16
+# [N, K/G]; y = x W^T (+ bias) with fp32 accumulation, fp16 out.
+
+
+def w4a16_linear(x, qweight, scales, bias=None, *, group_size: int = 128):
+    """jetmamba::W4A16Linear. x: [..., K] fp16; qweight: uint8 [N, K/2]; scales: fp16 [N, K/G];
+    bias: fp32 [N] or None. y = x W^T + bias in fp32 with W = dequantize_int4(...) (exact in fp32),
+    rounded to fp16 [..., N]."""
+    from jetmamba.compiler.ops.int4 import dequantize_int4
+
+    w = dequantize_int4(qweight, scales, group_size).to(x.device)
+    y = torch.nn.functional.linear(x.float(), w)
+    return (y if bias is None else y + bias.float()).to(torch.float16)
+
+
+def w4a8_linear(x, qweight, scales, bias=None, *, x_scale: float, group_size: int = 128):
+    """jetmamba::W4A8Linear. x: [..., K] int8 with the static per-tensor scale ``x_scale``;
+    qweight, scales, bias as W4A16Linear. y = x_scale * sum_g scales[n, g] * (sum_{k in g} q[n, k]
+    x[k]) + bias: the group sums are integers (exact: |sum| <= 128 * 8 * G < 2^24 in fp32), the
+    sum over groups fp32; rounded to fp16 [..., N]."""
+    from jetmamba.compiler.ops.int4 import check_layout, unpack_int4
+
+    q = unpack_int4(qweight).to(x.device)
+    n, k = q.shape
+    check_layout(n, k, group_size)
+    groups = k // group_size
+    xg = x.reshape(-1, groups, group_size).float()
+    isum = torch.einsum("mgk,ngk->mng", xg, q.float().reshape(n, groups, group_size))  # integer-valued
+    y = (isum * scales.float().to(x.device)).sum(-1) * float(x_scale)
+    if bias is not None:
+        y = y + bias.float()
+    return y.reshape(*x.shape[:-1], n).to(torch.float16)

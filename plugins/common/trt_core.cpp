@@ -88,6 +88,7 @@ const char* dtype_name(int32_t dtype) {
     case 0: return "float32";
     case 1: return "float16";
     case 2: return "int8";
+    case 5: return "uint8";
     default: return "another dtype";
   }
 }
@@ -406,6 +407,7 @@ size_t dtype_size(int32_t dtype) {
     case 0: return 4;
     case 1: return 2;
     case 2: return 1;
+    case 5: return 1;
     default: return 0;
   }
 }

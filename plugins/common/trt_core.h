@@ -30,15 +30,16 @@ constexpr int kMaxFields = 16;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 // ---- dtypes ---------------------------------------------------------------------------------------
-// Numbered as TensorRT's DataType (kFLOAT = 0, kHALF = 1, kINT8 = 2; the glue static_asserts it),
-// so that any other TensorRT type keeps its own number and matches no mask below.
-enum class Dtype : int32_t { kFloat = 0, kHalf = 1, kInt8 = 2 };
+// Numbered as TensorRT's DataType (kFLOAT = 0, kHALF = 1, kINT8 = 2, kUINT8 = 5; the glue
+// static_asserts it), so that any other TensorRT type keeps its own number and matches no mask below.
+enum class Dtype : int32_t { kFloat = 0, kHalf = 1, kInt8 = 2, kUInt8 = 5 };
 using DtypeMask = uint32_t;
 constexpr DtypeMask kF32 = 1u << 0;
 constexpr DtypeMask kF16 = 1u << 1;
 constexpr DtypeMask kI8 = 1u << 2;
+constexpr DtypeMask kU8 = 1u << 5;  // packed int4 weights (two codes a byte)
 // The mask bit of a dtype number; 0 for a number that is none of ours.
-constexpr DtypeMask dtype_bit(int32_t dtype) { return dtype >= 0 && dtype <= 2 ? 1u << dtype : 0u; }
+constexpr DtypeMask dtype_bit(int32_t dtype) { return (dtype >= 0 && dtype <= 2) || dtype == 5 ? 1u << dtype : 0u; }
 const char* dtype_name(int32_t dtype);
 
 // ---- fields ---------------------------------------------------------------------------------------

@@ -132,6 +132,63 @@ inline constexpr DimCheck kSelectiveScanChecks[] = {
 };
 inline constexpr OpTable kSelectiveScan = {"SelectiveScan", "selective_scan", "Mamba1 selective scan: int8 inputs, softplus(dt + dt_bias), D skip and silu(z) gate fused", kSelectiveScanFields, 5, kSelectiveScanInputs, 10, kSelectiveScanOutputs, 2, kSelectiveScanExprs, 4, kSelectiveScanChecks, 19, nullptr, 0};
 
+// ---- SelectiveScanInt8State: SelectiveScan with an int8 SSM state, a dynamic scale per (batch row, channel)
+inline constexpr FieldSpec kSelectiveScanInt8StateFields[] = {
+    {"u_scale", FieldKind::kFloat, true, true, 1.1754943508222875e-38, false, 0.0, true, 0.0, -1, ""},
+    {"dt_scale", FieldKind::kFloat, true, true, 1.1754943508222875e-38, false, 0.0, true, 0.0, -1, ""},
+    {"B_scale", FieldKind::kFloat, true, true, 1.1754943508222875e-38, false, 0.0, true, 0.0, -1, ""},
+    {"C_scale", FieldKind::kFloat, true, true, 1.1754943508222875e-38, false, 0.0, true, 0.0, -1, ""},
+    {"z_scale", FieldKind::kFloat, true, true, 1.1754943508222875e-38, false, 0.0, true, 0.0, -1, ""},
+};
+inline constexpr TensorRule kSelectiveScanInt8StateInputs[] = {
+    {"u", kI8, false, 3, 3, -1, "[b, l, d]", -1, {0}},
+    {"dt", kI8, false, 3, 3, -1, "[b, l, d]", -1, {0}},
+    {"A", kF32, false, 2, 2, -1, "[d, n]", -1, {0}},
+    {"B", kI8, false, 3, 3, -1, "[b, l, n]", -1, {0}},
+    {"C", kI8, false, 3, 3, -1, "[b, l, n]", -1, {0}},
+    {"D", kF32, false, 1, 1, -1, "[d]", -1, {0}},
+    {"z", kI8, false, 3, 3, -1, "[b, l, d]", -1, {0}},
+    {"dt_bias", kF32, false, 1, 1, -1, "[d]", -1, {0}},
+    {"ssm_state", kI8, false, 3, 3, -1, "[b, d, n]", -1, {0}},
+    {"ssm_state_scale", kF32, false, 2, 2, -1, "[b, d]", -1, {0}},
+    {"gate_smooth", kF32, true, 1, 1, -1, "[d]", -1, {0}},
+};
+inline constexpr TensorRule kSelectiveScanInt8StateOutputs[] = {
+    {"y", kF16, false, 3, 3, -1, "[b, l, d]", 0, {0}},
+    {"ssm_state_out", kI8, false, 3, 3, -1, "[b, d, n]", 8, {0}},
+    {"ssm_state_scale_out", kF32, false, 2, 2, -1, "[b, d]", 9, {0}},
+};
+inline constexpr DimExpr kSelectiveScanInt8StateExprs[] = {
+    {ExprKind::kInputDim, 0, 0, 0},  // 0
+    {ExprKind::kInputDim, 0, 1, 0},  // 1
+    {ExprKind::kInputDim, 0, 2, 0},  // 2
+    {ExprKind::kInputDim, 2, 1, 0},  // 3
+};
+inline constexpr DimCheck kSelectiveScanInt8StateChecks[] = {
+    {1, 0, 0},
+    {1, 1, 1},
+    {1, 2, 2},
+    {2, 0, 2},
+    {3, 0, 0},
+    {3, 1, 1},
+    {3, 2, 3},
+    {4, 0, 0},
+    {4, 1, 1},
+    {4, 2, 3},
+    {5, 0, 2},
+    {6, 0, 0},
+    {6, 1, 1},
+    {6, 2, 2},
+    {7, 0, 2},
+    {8, 0, 0},
+    {8, 1, 2},
+    {8, 2, 3},
+    {9, 0, 0},
+    {9, 1, 2},
+    {10, 0, 2},
+};
+inline constexpr OpTable kSelectiveScanInt8State = {"SelectiveScanInt8State", "selective_scan_int8_state", "SelectiveScan with an int8 SSM state, a dynamic scale per (batch row, channel)", kSelectiveScanInt8StateFields, 5, kSelectiveScanInt8StateInputs, 11, kSelectiveScanInt8StateOutputs, 3, kSelectiveScanInt8StateExprs, 4, kSelectiveScanInt8StateChecks, 21, nullptr, 0};
+
 // ---- SSDScan: Mamba2 SSD: int8 x (per-channel scales), int8 B and C (per-group scales), fp16 dt, D skip
 inline constexpr FieldSpec kSSDScanFields[] = {
     {"heads", FieldKind::kInt, true, true, 1.0, false, 0.0, true, 0.0, -1, "H: x's channels are H heads of P"},
@@ -417,6 +474,69 @@ inline constexpr DimCheck kGatedRMSNormChecks[] = {
 };
 inline constexpr OpTable kGatedRMSNorm = {"GatedRMSNorm", "gated_rms_norm", "Mamba2's gated RMSNorm per group, fp in and out (GatedRMSNormQuant's fp variant)", kGatedRMSNormFields, 2, kGatedRMSNormInputs, 3, kGatedRMSNormOutputs, 1, kGatedRMSNormExprs, 3, kGatedRMSNormChecks, 4, nullptr, 0};
 
+// ---- W4A16Linear: int4 weights (grouped fp16 scales), fp16 activations: y = x W^T + bias, fp32 accumulation
+inline constexpr FieldSpec kW4A16LinearFields[] = {
+    {"group_size", FieldKind::kInt, false, true, 32.0, false, 0.0, true, 128.0, -1, "G: inputs per scale (128, 64 or 32; divides K)"},
+};
+inline constexpr TensorRule kW4A16LinearInputs[] = {
+    {"x", kF16, false, 3, 3, -1, "[b, l, K]", -1, {0}},
+    {"qweight", kU8, false, 2, 2, -1, "[N, K/2]", -1, {0}},
+    {"scales", kF16, false, 2, 2, -1, "[N, K/G]", -1, {0}},
+    {"bias", kF32, true, 1, 1, -1, "[N]", -1, {0}},
+};
+inline constexpr TensorRule kW4A16LinearOutputs[] = {
+    {"y", kF16, false, 3, 3, -1, "[b, l, N]", -1, {1, 2, 4}},
+};
+inline constexpr DimExpr kW4A16LinearExprs[] = {
+    {ExprKind::kField, 0, 0, 0},  // 0
+    {ExprKind::kInputDim, 0, 0, 0},  // 1
+    {ExprKind::kInputDim, 0, 1, 0},  // 2
+    {ExprKind::kInputDim, 0, 2, 0},  // 3
+    {ExprKind::kInputDim, 1, 0, 0},  // 4
+    {ExprKind::kConst, 0, 0, 2},  // 5
+    {ExprKind::kFloorDiv, 3, 5, 0},  // 6
+    {ExprKind::kFloorDiv, 3, 0, 0},  // 7
+};
+inline constexpr DimCheck kW4A16LinearChecks[] = {
+    {1, 1, 6},
+    {2, 0, 4},
+    {2, 1, 7},
+    {3, 0, 4},
+};
+inline constexpr OpTable kW4A16Linear = {"W4A16Linear", "w4a16_linear", "int4 weights (grouped fp16 scales), fp16 activations: y = x W^T + bias, fp32 accumulation", kW4A16LinearFields, 1, kW4A16LinearInputs, 4, kW4A16LinearOutputs, 1, kW4A16LinearExprs, 8, kW4A16LinearChecks, 4, nullptr, 0};
+
+// ---- W4A8Linear: int4 weights (grouped fp16 scales), int8 activations (per-tensor scale): int32 group sums, fp16 out
+inline constexpr FieldSpec kW4A8LinearFields[] = {
+    {"x_scale", FieldKind::kFloat, true, true, 1.1754943508222875e-38, false, 0.0, true, 0.0, -1, ""},
+    {"group_size", FieldKind::kInt, false, true, 32.0, false, 0.0, true, 128.0, -1, "G: inputs per scale (128, 64 or 32; divides K)"},
+};
+inline constexpr TensorRule kW4A8LinearInputs[] = {
+    {"x", kI8, false, 3, 3, -1, "[b, l, K]", -1, {0}},
+    {"qweight", kU8, false, 2, 2, -1, "[N, K/2]", -1, {0}},
+    {"scales", kF16, false, 2, 2, -1, "[N, K/G]", -1, {0}},
+    {"bias", kF32, true, 1, 1, -1, "[N]", -1, {0}},
+};
+inline constexpr TensorRule kW4A8LinearOutputs[] = {
+    {"y", kF16, false, 3, 3, -1, "[b, l, N]", -1, {1, 2, 4}},
+};
+inline constexpr DimExpr kW4A8LinearExprs[] = {
+    {ExprKind::kField, 1, 0, 0},  // 0
+    {ExprKind::kInputDim, 0, 0, 0},  // 1
+    {ExprKind::kInputDim, 0, 1, 0},  // 2
+    {ExprKind::kInputDim, 0, 2, 0},  // 3
+    {ExprKind::kInputDim, 1, 0, 0},  // 4
+    {ExprKind::kConst, 0, 0, 2},  // 5
+    {ExprKind::kFloorDiv, 3, 5, 0},  // 6
+    {ExprKind::kFloorDiv, 3, 0, 0},  // 7
+};
+inline constexpr DimCheck kW4A8LinearChecks[] = {
+    {1, 1, 6},
+    {2, 0, 4},
+    {2, 1, 7},
+    {3, 0, 4},
+};
+inline constexpr OpTable kW4A8Linear = {"W4A8Linear", "w4a8_linear", "int4 weights (grouped fp16 scales), int8 activations (per-tensor scale): int32 group sums, fp16 out", kW4A8LinearFields, 2, kW4A8LinearInputs, 4, kW4A8LinearOutputs, 1, kW4A8LinearExprs, 8, kW4A8LinearChecks, 4, nullptr, 0};
+
 }  // namespace ops
 
 // Every op's table, in the spec's order.
@@ -424,6 +544,7 @@ inline constexpr const OpTable* kAllOps[] = {
     &ops::kRMSNormQuant,
     &ops::kCausalConv1d,
     &ops::kSelectiveScan,
+    &ops::kSelectiveScanInt8State,
     &ops::kSSDScan,
     &ops::kGatedRMSNormQuant,
     &ops::kHadamardQuant,
@@ -432,8 +553,10 @@ inline constexpr const OpTable* kAllOps[] = {
     &ops::kSelectiveScanFp,
     &ops::kSSDScanFp,
     &ops::kGatedRMSNorm,
+    &ops::kW4A16Linear,
+    &ops::kW4A8Linear,
 };
-inline constexpr int kNbOps = 11;
+inline constexpr int kNbOps = 14;
 
 // X(OpName, folder) for every op: the glue library declares and collects each folder's
 // jm_trt_glue_<folder>() with it, so an op added to the spec fails to link until it has glue.
@@ -441,6 +564,7 @@ inline constexpr int kNbOps = 11;
   X(RMSNormQuant, rms_norm_quant) \
   X(CausalConv1d, causal_conv1d) \
   X(SelectiveScan, selective_scan) \
+  X(SelectiveScanInt8State, selective_scan_int8_state) \
   X(SSDScan, ssd_scan) \
   X(GatedRMSNormQuant, gated_rms_norm_quant) \
   X(HadamardQuant, hadamard_quant) \
@@ -449,6 +573,8 @@ inline constexpr int kNbOps = 11;
   X(SelectiveScanFp, selective_scan_fp) \
   X(SSDScanFp, ssd_scan_fp) \
   X(GatedRMSNorm, gated_rms_norm) \
+  X(W4A16Linear, w4a16_linear) \
+  X(W4A8Linear, w4a8_linear) \
 
 }  // namespace trt
 }  // namespace jm

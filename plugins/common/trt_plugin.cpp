@@ -15,6 +15,7 @@ namespace trt {
 static_assert(static_cast<int32_t>(nvinfer1::DataType::kFLOAT) == static_cast<int32_t>(Dtype::kFloat), "");
 static_assert(static_cast<int32_t>(nvinfer1::DataType::kHALF) == static_cast<int32_t>(Dtype::kHalf), "");
 static_assert(static_cast<int32_t>(nvinfer1::DataType::kINT8) == static_cast<int32_t>(Dtype::kInt8), "");
+static_assert(static_cast<int32_t>(nvinfer1::DataType::kUINT8) == static_cast<int32_t>(Dtype::kUInt8), "");
 static_assert(static_cast<int32_t>(nvinfer1::PluginFieldType::kFLOAT32) == static_cast<int32_t>(RawType::kFloat32), "");
 static_assert(static_cast<int32_t>(nvinfer1::PluginFieldType::kFLOAT64) == static_cast<int32_t>(RawType::kFloat64), "");
 static_assert(static_cast<int32_t>(nvinfer1::PluginFieldType::kINT8) == static_cast<int32_t>(RawType::kInt8), "");

@@ -1,5 +1,5 @@
-// jetmamba::SelectiveScan launcher: validates the arguments, then picks the instantiation for the
-// state and output dtypes (decode kernel for seqlen 1, prefill otherwise; see selective_scan.cuh).
+// jetmamba::SelectiveScan (and SelectiveScanInt8State) launcher: validates the arguments, then picks
+// the instantiation for the state and output dtypes (decode kernel for seqlen 1, prefill otherwise; see selective_scan.cuh).
 #include "selective_scan.cuh"
 
 #include "selective_scan.h"
@@ -22,6 +22,8 @@ cudaError_t run(const JmSelectiveScanParams& p, cudaStream_t stream) {
   a.gate_smooth = p.gate_smooth;
   a.state_in = static_cast<const State*>(p.ssm_state);
   a.state_out = static_cast<State*>(p.ssm_state_out);
+  a.state_scale_in = p.ssm_state_scale;
+  a.state_scale_out = p.ssm_state_scale_out;
   a.y = static_cast<Out*>(p.y);
   a.batch = p.batch;
   a.seqlen = p.seqlen;
@@ -50,17 +52,26 @@ int jm_selective_scan_supports_n(int n) { return jm_scan::supported_n(n) ? 1 : 0
 
 cudaError_t jm_selective_scan(const JmSelectiveScanParams* p, cudaStream_t stream) {
   if (p == nullptr) return cudaErrorInvalidValue;
-  const bool dtypes = (p->state_dtype == JM_SCAN_FLOAT16 || p->state_dtype == JM_SCAN_FLOAT32) &&
+  const bool int8_state = p->state_dtype == JM_SCAN_INT8;
+  const bool dtypes = (p->state_dtype == JM_SCAN_FLOAT16 || p->state_dtype == JM_SCAN_FLOAT32 || int8_state) &&
                       (p->out_dtype == JM_SCAN_FLOAT16 || p->out_dtype == JM_SCAN_FLOAT32);
+  // an int8 state needs both scale tensors; an fp state has none (a scale there is a caller's mix-up)
+  const bool scale_pointers = int8_state ? (p->ssm_state_scale && p->ssm_state_scale_out)
+                                         : (!p->ssm_state_scale && !p->ssm_state_scale_out);
   const bool pointers = p->u && p->dt && p->A && p->B && p->C && p->D && p->z && p->dt_bias && p->ssm_state && p->y &&
-                        p->ssm_state_out;
+                        p->ssm_state_out && scale_pointers;
   const bool scales = valid_scale(p->u_scale) && valid_scale(p->dt_scale) && valid_scale(p->B_scale) &&
                       valid_scale(p->C_scale) && valid_scale(p->z_scale);
   if (!dtypes || !pointers || !scales || !jm_scan::valid_shape(p->batch, p->seqlen, p->d, p->n)) {
     return cudaErrorInvalidValue;
   }
-  const size_t state_bytes = static_cast<size_t>(p->batch) * p->d * p->n * (p->state_dtype == JM_SCAN_FLOAT16 ? 2 : 4);
-  if (jm_scan::partial_overlap(p->ssm_state, p->ssm_state_out, state_bytes)) return cudaErrorInvalidValue;
+  const size_t element = p->state_dtype == JM_SCAN_FLOAT16 ? 2 : int8_state ? 1 : 4;
+  const size_t channels = static_cast<size_t>(p->batch) * p->d;
+  if (jm_scan::partial_overlap(p->ssm_state, p->ssm_state_out, channels * p->n * element)) return cudaErrorInvalidValue;
+  if (int8_state && jm_scan::partial_overlap(p->ssm_state_scale, p->ssm_state_scale_out, channels * sizeof(float))) {
+    return cudaErrorInvalidValue;
+  }
+  if (int8_state) return run_state<int8_t>(*p, stream);
   return p->state_dtype == JM_SCAN_FLOAT16 ? run_state<__half>(*p, stream) : run_state<float>(*p, stream);
 }
 

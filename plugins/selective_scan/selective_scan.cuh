@@ -5,8 +5,12 @@
 //   h   = exp(dt' A) * h + dt' DQ(u) DQ(B)                  per channel c and state s
 //   y   = (sum_s h DQ(C) + D DQ(u)) * DQ(z) * sigmoid(g DQ(z))   g = gate_smooth[c], or 1 (SiLU)
 //
-// fp32 maths; the state is read in its dtype (fp16 / fp32), carried in fp32 registers for the
-// whole call and rounded to its dtype once, at the end. Layouts (time-major, as the op spec):
+// fp32 maths; the state is read in its dtype (fp16 / fp32 / int8), carried in fp32 registers for
+// the whole call and rounded to its dtype once, at the end. An int8 state has a dynamic scale per
+// (batch row, channel), state_scale [b, d] fp32: dequantized on load (code * scale), and at the end
+// scale = max_s |h| / 127 over the channel's n states, codes = rn(h / scale) clamped to +-127; a
+// channel whose states are all zero (or whose scale underflows to 0) stores scale 0 and codes 0,
+// which dequantize to the zero state (so a fresh sequence's all-zero state and scale just work). Layouts (time-major, as the op spec):
 // u, dt, z, y [b, l, d]; B, C [b, l, n]; A [d, n]; D, dt_bias, gate_smooth [d]; state [b, d, n].
 //
 // Two kernels, chosen by the launcher from seqlen:
@@ -18,19 +22,23 @@
 //   addresses allow, then every thread scans the chunk from shared memory. y is written per step
 //   (a warp writes consecutive channels: coalesced).
 // - decode (l == 1): memory-bound by design. Each thread owns 8 consecutive states of a channel:
-//   16 contiguous bytes of an fp16 state (32 of an fp32 one, and of A), so a warp reads and writes
-//   one contiguous span; every byte of state, A and the inputs is read once and the state written
-//   once. y is reduced over a channel's lanes with shuffles.
+//   16 contiguous bytes of an fp16 state (32 of an fp32 one, and of A; 8 of an int8 one, plus the
+//   channel's scale, one word all its lanes read), so a warp reads and writes one contiguous span;
+//   every byte of state, A and the inputs is read once and the state written once. y (and an int8
+//   state's max |h|) is reduced over a channel's lanes with shuffles.
 //
-// Templates over In (int8_t with scales, __half, float: u, dt, B, C, z), State (__half, float) and
-// Out (__half, float: y). Supported n: 16, 32, 64, 128, a runtime value (lanes per channel = n / 16
-// in prefill, n / 8 in decode), so the instantiations do not depend on n. The gate factor is a
+// Templates over In (int8_t with scales, __half, float: u, dt, B, C, z), State (__half, float,
+// int8_t with per-channel scales) and Out (__half, float: y). Supported n: 16, 32, 64, 128, a
+// runtime value (lanes per channel = n / 16 in prefill, n / 8 in decode), so the instantiations do
+// not depend on n. The gate factor is a
 // per-channel runtime value (1 for SiLU): S-SiLU with g = 1 is bit-identical to SiLU, so a template
 // parameter would only double the instantiations for one multiply per (t, c).
 //
 // In-place state (state_out == state_in) is safe in both kernels: each thread reads its own state
 // elements before it writes them and no other thread touches them (the state is read with plain
-// loads, not the read-only path, for that reason).
+// loads, not the read-only path, for that reason). An int8 state's scale is read by every lane of
+// the channel and written by its first lane, after the max shuffle that every lane enters with its
+// dequantized (hence already loaded) states: in place too.
 #pragma once
 
 #include <stddef.h>
@@ -219,6 +227,75 @@ __device__ __forceinline__ float discretised_dt(In dt_raw, float dt_scale, float
   return softplus(__fadd_rn(dequant(dt_raw, dt_scale), dt_bias));
 }
 
+// ---- the int8 state ------------------------------------------------------------------------------
+
+// kCount states of a channel as fp32: the codes times the channel's scale (exactly the reference's
+// code * scale); a fp16 / fp32 state widened. Plain loads: the state may be updated in place.
+template <class State, int kCount>
+__device__ __forceinline__ void load_state(const State* src, const float* scales, size_t channel, float (&h)[kCount]) {
+  load_floats<false>(src, h);
+  if constexpr (Elem<State>::kQuantized) {
+    const float s = scales[channel];
+#pragma unroll
+    for (int k = 0; k < kCount; ++k) h[k] = __fmul_rn(h[k], s);
+  }
+}
+
+// The code of h for a scale > 0: rn(h / scale) (IEEE division, as the reference divides), half to
+// even, saturated to +-127 (symmetric: max |h| maps to 127, never -128).
+__device__ __forceinline__ uint32_t state_code(float h, float scale) {
+  const float q = fminf(fmaxf(rintf(__fdiv_rn(h, scale)), -127.0f), 127.0f);
+  return static_cast<uint32_t>(static_cast<uint8_t>(static_cast<int8_t>(q)));
+}
+
+// Four codes as one little-endian word (code k in byte k).
+__device__ __forceinline__ uint32_t pack_codes(const float* h, float scale) {
+  return state_code(h[0], scale) | (state_code(h[1], scale) << 8) | (state_code(h[2], scale) << 16) |
+         (state_code(h[3], scale) << 24);
+}
+
+// kCount (8 or 16) codes into dst: one 16- or 8-byte store where aligned, else byte by byte.
+// scale 0 (an all-zero channel) writes zero codes without dividing.
+template <int kCount>
+__device__ __forceinline__ void store_codes(int8_t* dst, const float (&h)[kCount], float scale) {
+  static_assert(kCount % 8 == 0, "whole 8-byte vectors");
+  uint32_t w[kCount / 4];
+#pragma unroll
+  for (int i = 0; i < kCount / 4; ++i) w[i] = scale > 0.0f ? pack_codes(h + 4 * i, scale) : 0u;
+  if (kCount % 16 == 0 && aligned_to(dst, 16)) {
+#pragma unroll
+    for (int i = 0; i < kCount / 16; ++i) {
+      reinterpret_cast<uint4*>(dst)[i] = make_uint4(w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]);
+    }
+  } else if (aligned_to(dst, 8)) {
+#pragma unroll
+    for (int i = 0; i < kCount / 8; ++i) reinterpret_cast<uint2*>(dst)[i] = make_uint2(w[2 * i], w[2 * i + 1]);
+  } else {
+#pragma unroll
+    for (int k = 0; k < kCount; ++k) dst[k] = static_cast<int8_t>(w[k / 4] >> (8 * (k % 4)));
+  }
+}
+
+// The final state of a channel whose n states are spread over `lanes` consecutive lanes (kCount
+// each). fp16 / fp32: rounded and stored. int8: the channel's max |h| reduced over its lanes with
+// xor shuffles (the lanes of a channel are in one warp, all active together), scale = max / 127
+// (IEEE division, as the reference), codes stored by every lane, the scale by the first.
+template <class State, int kCount>
+__device__ __forceinline__ void store_state(State* dst, float* scales, size_t channel, const float (&h)[kCount],
+                                            int lanes, int part, unsigned active_mask) {
+  if constexpr (Elem<State>::kQuantized) {
+    float amax = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kCount; ++k) amax = fmaxf(amax, fabsf(h[k]));
+    for (int offset = 1; offset < lanes; offset <<= 1) amax = fmaxf(amax, __shfl_xor_sync(active_mask, amax, offset));
+    const float scale = __fdiv_rn(amax, 127.0f);
+    store_codes(dst, h, scale);
+    if (part == 0) scales[channel] = scale;
+  } else {
+    store_floats(dst, h);
+  }
+}
+
 // ---- arguments ------------------------------------------------------------------------------------
 
 template <class In, class State, class Out>
@@ -234,6 +311,8 @@ struct ScanArgs {
   const float* gate_smooth;  // nullptr: SiLU
   const State* state_in;
   State* state_out;  // may equal state_in
+  const float* state_scale_in;  // int8 state: [b, d] per-channel scales; else unused
+  float* state_scale_out;       // int8 state: may equal state_scale_in
   Out* y;
   int batch, seqlen, d, n;
   int chunk;  // prefill: time steps per staged chunk (set by the launcher)
@@ -327,7 +406,7 @@ __global__ void __launch_bounds__(kPrefillThreads, kPrefillMinBlocks)
   float skip = 0.0f, bias = 0.0f, smooth = 1.0f;
   const size_t state_row = (static_cast<size_t>(b) * d + c) * n + part * kPrefillStates;
   if (active) {
-    load_floats<false>(p.state_in + state_row, h);
+    load_state(p.state_in + state_row, p.state_scale_in, static_cast<size_t>(b) * d + c, h);
     load_floats<true>(p.A + static_cast<size_t>(c) * n + part * kPrefillStates, a2);
 #pragma unroll
     for (int k = 0; k < kPrefillStates; ++k) a2[k] *= kLog2e;
@@ -369,7 +448,9 @@ __global__ void __launch_bounds__(kPrefillThreads, kPrefillMinBlocks)
       if (part == 0) p.y[(row0 + t) * d + c] = Elem<Out>::from_float(y);
     }
   }
-  if (active) store_floats(p.state_out + state_row, h);
+  if (active) {
+    store_state(p.state_out + state_row, p.state_scale_out, static_cast<size_t>(b) * d + c, h, lanes, part, active_mask);
+  }
 }
 
 // ---- decode ------------------------------------------------------------------------------------------
@@ -391,7 +472,7 @@ __global__ void __launch_bounds__(kDecodeThreads)
   const size_t proj_row = static_cast<size_t>(b) * n + part * kDecodeStates;
   const size_t io = static_cast<size_t>(b) * d + c;
   float h[kDecodeStates], a2[kDecodeStates], bv[kDecodeStates], cv[kDecodeStates];
-  load_floats<false>(p.state_in + state_row, h);
+  load_state(p.state_in + state_row, p.state_scale_in, io, h);
   load_floats<true>(p.A + static_cast<size_t>(c) * n + part * kDecodeStates, a2);
   load_floats<true>(p.B + proj_row, bv);
   load_floats<true>(p.C + proj_row, cv);
@@ -411,7 +492,7 @@ __global__ void __launch_bounds__(kDecodeThreads)
     }
     yq[k & 1] += advance(h[k], a2[k] * kLog2e, dt, dtu, bv[k], cv[k]);
   }
-  store_floats(p.state_out + state_row, h);
+  store_state(p.state_out + state_row, p.state_scale_out, io, h, lanes, part, active_mask);
   float y = yq[0] + yq[1];
   for (int offset = 1; offset < lanes; offset <<= 1) y += __shfl_xor_sync(active_mask, y, offset);
   if (part == 0) p.y[io] = Elem<Out>::from_float((y + skip * u) * gate(dequant(z_raw, p.z_scale), smooth));

@@ -38,22 +38,25 @@ DRIVER = Path(__file__).resolve().parent / "trt_driver.cpp"
 VERSIONS = ("10.3", "10.16")
 
 # TensorRT's numbers: DataType, TensorFormat, PluginFieldType, TensorRTPhase
-F32, F16, I8, I32 = 0, 1, 2, 3
+F32, F16, I8, I32, U8 = 0, 1, 2, 3, 5
 LINEAR, CHW32 = 0, 3
 K_FLOAT32, K_FLOAT64, K_INT32, K_INT64, K_CHAR = 1, 2, 5, 10, 6
 BUILD, RUNTIME = 0, 1
-NP_DTYPES = {F32: np.float32, F16: np.float16, I8: np.int8}
-TORCH_DTYPES = {F32: torch.float32, F16: torch.float16, I8: torch.int8}
-SPEC_DTYPES = {"float32": F32, "float16": F16, "int8": I8}
+NP_DTYPES = {F32: np.float32, F16: np.float16, I8: np.int8, U8: np.uint8}
+TORCH_DTYPES = {F32: torch.float32, F16: torch.float16, I8: torch.int8, U8: torch.uint8}
+SPEC_DTYPES = {"float32": F32, "float16": F16, "int8": I8, "uint8": U8}
 
 # The symbols of the spec's shapes, for concrete cases (sizes the kernels take: n = 16 is a Hadamard
 # order and a d_state, P = 16 an SSD head_dim).
 DIMS = {"b": 2, "l": 5, "d": 32, "c": 24, "k": 4, "n": 16, "H": 4, "P": 16, "G": 2, "N": 16}
+# The int4 GEMMs' G is their group_size field (K = 64: two groups of 32).
+OP_DIMS = {op: {**DIMS, "K": 64, "G": 32} for op in ("W4A16Linear", "W4A8Linear")}
 # A valid set of attributes per op, sized for DIMS.
 VALID = {
     "RMSNormQuant": {"eps": 1e-5, "out_scale": 0.03},
     "CausalConv1d": {"x_scale": [0.05], "w_scale": [0.01 + 0.001 * i for i in range(24)], "out_scale": [0.04]},
     "SelectiveScan": {"u_scale": 0.02, "dt_scale": 0.03, "B_scale": 0.04, "C_scale": 0.05, "z_scale": 0.06},
+    "SelectiveScanInt8State": {"u_scale": 0.02, "dt_scale": 0.03, "B_scale": 0.04, "C_scale": 0.05, "z_scale": 0.06},
     "SSDScan": {
         "heads": 4,
         "x_scale": [0.02 + 0.0005 * i for i in range(64)],  # per channel (H*P)
@@ -69,6 +72,8 @@ VALID = {
     "SelectiveScanFp": {},
     "SSDScanFp": {"heads": 4},
     "GatedRMSNorm": {"eps": 1e-5, "group_size": 8},
+    "W4A16Linear": {"group_size": 32},
+    "W4A8Linear": {"x_scale": 0.02, "group_size": 32},
 }
 
 
@@ -304,7 +309,7 @@ def _eval_dim(text: str, values: dict[str, int]) -> int:
         if isinstance(n, gen_trt_ops.Sym):
             return values[n.name]
         a, b = ev(n.lhs), ev(n.rhs)
-        return {"+": a + b, "-": a - b, "*": a * b}[n.op]
+        return {"+": a + b, "-": a - b, "*": a * b, "/": a // b if b else 0}[n.op]
 
     return ev(node)
 
@@ -315,11 +320,13 @@ def spec_shape(shape: str, values: dict[str, int] = DIMS) -> list[int]:
     return lead + [_eval_dim(d, values) for d in dims]
 
 
-def input_shapes(op: str, with_optional: bool = True, values: dict[str, int] = DIMS) -> list[list[int]]:
+def input_shapes(op: str, with_optional: bool = True, values: dict[str, int] | None = None) -> list[list[int]]:
+    values = values or OP_DIMS.get(op, DIMS)
     return [spec_shape(t.shape, values) for t in OPSET[op].inputs if with_optional or not t.optional]
 
 
-def output_shapes(op: str, values: dict[str, int] = DIMS) -> list[list[int]]:
+def output_shapes(op: str, values: dict[str, int] | None = None) -> list[list[int]]:
+    values = values or OP_DIMS.get(op, DIMS)
     return [spec_shape(t.shape, values) for t in OPSET[op].outputs]
 
 
@@ -550,6 +557,8 @@ def test_output_shapes_with_symbolic_dims(drv, op):
             twin = t.name.removesuffix("_out")
             i = next((i for i in same if spec.inputs[i].name == twin), same[0])
             assert got["outputs"][o] == names[i]
+        elif t.shape == "[b, l, N]":  # the int4 GEMMs: N is qweight's dim 0
+            assert got["outputs"][o] == ["b", "l", "x1.0"]
         else:
             heads = VALID[op]["heads"]
             assert t.shape == "[b, l, H, P]" and got["outputs"][o] == ["b", "l", str(heads), f"(x0.2//{heads})"]
@@ -570,6 +579,9 @@ BAD_SHAPES = [
     ("SSDScanFp", [(4, 2, 3)], "input C"),
     ("HadamardQuant", [(0, 2, 36)], "36 is outside the kernels' limit (n = 2^k"),
     ("GatedRMSNorm", [(2, 0, 8)], "input weight"),
+    ("W4A16Linear", [(1, 1, 31)], "input qweight"),  # not K/2
+    ("W4A8Linear", [(2, 1, 3)], "input scales"),  # not K/G
+    ("W4A8Linear", [(3, 0, 15)], "input bias"),
 ]
 
 
@@ -637,11 +649,23 @@ def test_output_dtypes(drv):
     assert types("SelectiveScan", [*scan, F32]) == [F32, F32]  # y follows the state
     assert types("SelectiveScan", [*scan, F16, F32]) == [F16, F16]
     assert types("SelectiveScanFp", [F16, F16, F32, F16, F16, F32, F16, F32, F32]) == [F16, F32]
+    # an int8 state with its scales, with and without gate_smooth: y fp16, codes, scales
+    assert types("SelectiveScanInt8State", [*scan, I8, F32, F32]) == [F16, I8, F32]
+    assert types("SelectiveScanInt8State", [*scan, I8, F32]) == [F16, I8, F32]
+    int8_scan = drv.create("SelectiveScanInt8State")
+    assert int8_scan.supports(8, [*scan, I8], 10) and not int8_scan.supports(8, [*scan, F16], 10)
+    assert not int8_scan.supports(9, [*scan, I8, F16], 10)  # the scales are fp32
+    assert int8_scan.supports(12, [*scan, I8, F32, F32, F16, I8, F32], 11)
+    assert not int8_scan.supports(10, [*scan, I8, F32, F32], 10)  # 10 inputs: position 10 is y (fp16)
     assert types("SSDScan", [I8, F16, F32, I8, I8, F32, F32, F32]) == [F16, F32]  # y follows dt
     assert types("SSDScanFp", [F32, F32, F32, F32, F32, F32, F32, F16]) == [F32, F16]
     assert types("GatedRMSNormQuant", [F16, I8, F32]) == [I8]
     assert types("GatedRMSNorm", [F32, F32, F16]) == [F32]
     assert types("HadamardQuant", [F16]) == [I8]
+    assert types("W4A16Linear", [F16, U8, F16, F32]) == [F16] and types("W4A16Linear", [F16, U8, F16]) == [F16]
+    assert types("W4A8Linear", [I8, U8, F16, F32]) == [F16]
+    w4 = drv.create("W4A16Linear")
+    assert w4.supports(1, [F16, U8], 4) and not w4.supports(1, [F16, I8], 4)  # qweight is uint8, not int8
     plugin = drv.create("SSDScan")
     assert plugin.output_types([I8, I32, F32, I8, I8, F32, F32, F32])["rc"] != 0  # dt of a type y cannot have
     assert plugin.output_types([I8, F16, F32, I8, I8, F32, F32, F32], nb_outputs=1)["rc"] != 0
@@ -739,17 +763,21 @@ def _case(op: str, dtype: int, with_optional: bool, seed: int = 0):
         if t.optional and not with_optional:
             tensors.append(None)
             continue
-        shape = spec_shape(t.shape)
+        shape = spec_shape(t.shape, OP_DIMS.get(op, DIMS))
         codes = [SPEC_DTYPES[x] for x in t.dtypes]
         code = dtype if dtype in codes else codes[0]
         if code == I8:
             v = torch.randint(-100, 101, shape, generator=g, dtype=torch.int32).to(torch.int8)
+        elif code == U8:  # packed int4 codes: every byte is two valid codes
+            v = torch.randint(0, 256, shape, generator=g, dtype=torch.int32).to(torch.uint8)
         elif t.name == "A":
             v = -torch.exp(torch.rand(shape, generator=g) * 2 - 1)
         elif t.name in ("dt_bias", "dt"):
             v = torch.rand(shape, generator=g) - 0.5
         elif t.name == "gate_smooth":
             v = torch.rand(shape, generator=g) + 0.5
+        elif t.name == "ssm_state_scale":  # an int8 state's per-channel scales: >= 0
+            v = torch.rand(shape, generator=g) * 0.02
         else:
             v = torch.randn(shape, generator=g)
         tensors.append(v.to(TORCH_DTYPES[code]))
@@ -764,8 +792,10 @@ ENQUEUE_CASES = [
     ("CausalConv1d", F32, True), ("CausalConv1d", F32, False),
     ("CausalConv1dFp", F16, True), ("CausalConv1dFp", F32, False),
     ("SelectiveScan", F16, True), ("SelectiveScan", F32, False),
+    ("SelectiveScanInt8State", F16, True), ("SelectiveScanInt8State", F16, False),
     ("SelectiveScanFp", F32, True),
     ("SSDScan", F16, True), ("SSDScan", F32, True), ("SSDScanFp", F16, True), ("SSDScanFp", F32, True),
+    ("W4A16Linear", F16, True), ("W4A16Linear", F16, False), ("W4A8Linear", F16, True), ("W4A8Linear", F16, False),
 ]  # fmt: skip
 
 
@@ -862,3 +892,17 @@ def test_cmake_builds_the_real_library_for_orin_against_tensorrt_10_16():
         symbols = subprocess.run([nm, str(library)], capture_output=True, text=True).stdout
         unresolved = [line.split()[-1] for line in symbols.splitlines() if line.split()[:1] == ["w"]]
         assert not [s for s in unresolved if s.startswith("jm_")], unresolved
+
+
+def test_int4_group_size_must_divide_k(drv):
+    """qweight and scales of K = 80 pass the floor-division checks with G = 32 (40 and 2 columns);
+    the kernels' own rule (G divides K) rejects them when the engine is built."""
+    plugin = drv.create("W4A16Linear", {"group_size": 32})
+    ins, outs = first_types("W4A16Linear")
+    shapes = [[2, 5, 80], [16, 40], [16, 2], [16]]
+    assert plugin.configure(ins, shapes, outs, [[2, 5, 16]]) != 0
+    assert "group_size 32 does not divide K = 80" in drv.last_error()
+    assert drv.create("W4A8Linear", {"x_scale": 0.1, "group_size": 48}) is not None  # a valid field ...
+    bad = drv.create("W4A8Linear", {"x_scale": 0.1, "group_size": 48})
+    assert bad.configure([I8, U8, F16, F32], [[2, 5, 96], [16, 48], [16, 2], [16]], outs, [[2, 5, 16]]) != 0
+    assert "not a multiple of 32" in drv.last_error()  # ... that no kernel runs

@@ -34,6 +34,8 @@ class Params(ctypes.Structure):
         *((name, F32) for name in SCALES),
         ("state_dtype", I32),
         ("out_dtype", I32),
+        ("ssm_state_scale", VP),
+        ("ssm_state_scale_out", VP),
     ]
 
 
@@ -315,6 +317,176 @@ def test_bad_arguments_write_nothing(backend, lib):  # noqa: F811
     assert [n for n in (8, 16, 24, 32, 64, 128, 256) if lib.jm_selective_scan_supports_n(n)] == [16, 32, 64, 128]
 
 
+# ---------------------------------------------------------------- int8 state (JM_SCAN_INT8)
+
+INT8 = 2
+# Kernel vs reference with an int8 state, both from the same dequantized input state. The kernel's
+# fp32 h differs from the reference's by its fp32 tolerance (a few 1e-7 of max |h|), so a scale
+# (max |h| / 127 of its channel) may differ by that, relative; a code by one where the reference's
+# h / scale lies that close to a half-integer tie (measured, emulated: scales within 5.7e-7, 8
+# ulps; no code off in 51 264).
+INT8_STATE = dict(scale_rel=1e-5, tie=1e-3, min_exact=0.999)
+
+
+def int8_state(b, d, n, *, seed):
+    """Random codes and scales of an int8 state; channel 0 of row 0 all zero (scale 0)."""
+    g = torch.Generator().manual_seed(seed + 100)
+    codes = torch.randint(-127, 128, (b, d, n), generator=g, dtype=torch.int8)
+    scale = torch.rand(b, d, generator=g) * 0.05 + 1e-3
+    codes[0, 0], scale[0, 0] = 0, 0.0
+    return codes, scale
+
+
+def run_int8(be, lib, inp, codes, scale, *, out_dtype=torch.float16, in_place=False, **override):
+    """The kernel with an int8 state on the backend; (y, codes, scales) on the CPU."""
+    dev = {k: be.tensor(v) for k, v in inp.items() if isinstance(v, torch.Tensor) and k != "ssm_state"}
+    state, state_scale = be.tensor(codes).clone(), be.tensor(scale).clone()
+    b, l, d = inp["u"].shape
+    n = inp["A"].shape[1]
+    y = be.empty((b, l, d), out_dtype)
+    state_out = state if in_place else be.empty(state.shape, torch.int8)
+    scale_out = state_scale if in_place else be.empty(state_scale.shape, torch.float32)
+    p = Params(
+        **{k: ptr(dev.get(k)) for k in ("u", "dt", "A", "B", "C", "D", "z", "dt_bias", "gate_smooth")},
+        ssm_state=ptr(state), ssm_state_scale=ptr(state_scale), y=ptr(y), ssm_state_out=ptr(state_out),
+        ssm_state_scale_out=ptr(scale_out), batch=b, seqlen=l, d=d, n=n, **inp["scales"], state_dtype=INT8,
+        out_dtype=CODES[out_dtype],
+    )  # fmt: skip
+    for k, v in override.items():
+        setattr(p, k, v)
+    be.check(lib, launch(lib, p))
+    be.sync()
+    return y.cpu(), state_out.cpu(), scale_out.cpu()
+
+
+def reference_int8(inp, codes, scale):
+    """fp32 y, the fp32 final state and its int8 codes and scales."""
+    y, h = reference(inp, ssm_state=ref.dequantize_ssm_state(codes, scale))
+    return y, h, *ref.quantize_ssm_state(h)
+
+
+def check_int8_state(codes, scale, h_ref, codes_ref, scale_ref) -> int:
+    """Scales within INT8_STATE["scale_rel"]; codes equal, or one apart at a near-tie of the
+    reference; returns how many codes differ."""
+    tol = INT8_STATE
+    assert scale.dtype == torch.float32 and codes.dtype == torch.int8
+    assert torch.equal(scale == 0, scale_ref == 0)  # zero channels: scale 0 and zero codes
+    assert (codes[scale == 0] == 0).all()
+    assert ((scale - scale_ref).abs() <= tol["scale_rel"] * scale_ref).all(), (scale - scale_ref).abs().max()
+    diff = (codes.int() - codes_ref.int()).abs()
+    assert diff.max() <= 1
+    safe = torch.where(scale_ref > 0, scale_ref, 1.0).unsqueeze(-1)
+    frac = (h_ref / safe).abs() % 1.0
+    assert ((frac[diff == 1] - 0.5).abs() <= tol["tie"]).all(), "a code one apart away from a rounding tie"
+    assert (diff == 0).float().mean() >= tol["min_exact"]
+    return int((diff != 0).sum())
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_int8_state_matches_reference(backend, lib, shape):  # noqa: F811
+    """An int8 state in and out on every shape (decode, odd L, several chunks, batch > 1, n 16..128),
+    fp16 y with S-SiLU and fp32 y with SiLU; channel 0 of row 0 starts at zero and has u = 0, so it
+    stays zero: scale 0 and zero codes out."""
+    b, _, d, n = shape
+    for i, (out_dtype, smooth) in enumerate([(torch.float16, True), (torch.float32, False)]):
+        inp = make_inputs(*shape, seed=i, smooth=smooth)
+        inp["u"][0, :, 0] = 0
+        codes, scale = int8_state(b, d, n, seed=i)
+        y, codes_out, scale_out = run_int8(backend, lib, inp, codes, scale, out_dtype=out_dtype)
+        y_ref, h_ref, codes_ref, scale_ref = reference_int8(inp, codes, scale)
+        assert y.dtype == out_dtype
+        check(y, y_ref)
+        check_int8_state(codes_out, scale_out, h_ref, codes_ref, scale_ref)
+        assert scale_out[0, 0] == 0 and (codes_out[0, 0] == 0).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+@pytest.mark.parametrize("seqlen", [1, 70])
+def test_int8_state_in_place(backend, lib, seqlen):  # noqa: F811
+    """Codes and scales updated in place (ssm_state_out == ssm_state, scale_out == scale): the lanes
+    of a channel read its scale before the first lane writes it."""
+    inp = make_inputs(2, seqlen, 70, 32, seed=5)
+    codes, scale = int8_state(2, 70, 32, seed=5)
+    y, codes_out, scale_out = run_int8(backend, lib, inp, codes, scale, in_place=True)
+    y_ref, h_ref, codes_ref, scale_ref = reference_int8(inp, codes, scale)
+    check(y, y_ref)
+    check_int8_state(codes_out, scale_out, h_ref, codes_ref, scale_ref)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_int8_state_chain(backend, lib):  # noqa: F811
+    """A 37-step prefill, then 12 decode calls, the int8 state fed back each time.
+
+    Call by call the kernel matches the reference run from the kernel's own input state (as
+    test_int8_state_matches_reference). Against one fp32-state call over all 49 steps: each call
+    rounds every state to within half a step of its channel, max_s |h| / 254, and the decays are at
+    most 1, so after k calls h is off by at most k max|h| / 254 and y by that times
+    sum_s |C| |gate| (checked; the measured ratio is printed)."""
+    prompt, l, d, n = 37, 49, 40, 16
+    calls = l - prompt + 1
+    inp = make_inputs(2, l, d, n, seed=8, state_dtype=torch.float32, smooth=True)
+    codes, scale = ref.quantize_ssm_state(inp["ssm_state"])
+    h0 = ref.dequantize_ssm_state(codes, scale)  # the chain's start, exactly
+    seq = ("u", "dt", "B", "C", "z")
+    ys = []
+    for a, b in [(0, prompt), *((t, t + 1) for t in range(prompt, l))]:
+        part = {**inp, **{k: inp[k][:, a:b].contiguous() for k in seq}}
+        y, codes_next, scale_next = run_int8(backend, lib, part, codes, scale, out_dtype=torch.float32)
+        y_ref, h_ref, codes_ref, scale_ref = reference_int8(part, codes, scale)
+        check(y, y_ref)
+        check_int8_state(codes_next, scale_next, h_ref, codes_ref, scale_ref)
+        ys.append(y)
+        codes, scale = codes_next, scale_next
+    y_chain = torch.cat(ys, dim=1)
+    y_full, h_full = reference({**inp, "ssm_state": h0})
+    hmax = float(h_full.abs().max())
+    state_err = float((ref.dequantize_ssm_state(codes, scale) - h_full).abs().max())
+    cs, zs = inp["scales"]["C_scale"], inp["scales"]["z_scale"]
+    zf = inp["z"].float() * zs
+    gate = (zf * torch.sigmoid(inp["gate_smooth"] * zf)).abs()
+    c_sum = (inp["C"].float() * cs).abs().sum(-1, keepdim=True)
+    # the chain's first call starts from the same quantized state as y_full: no rounding before it
+    y_bound = (calls - 1) * hmax / 254 * c_sum * gate + 1e-5 * y_full.abs().max()
+    y_err = (y_chain - y_full).abs()
+    print(f"int8 state, {calls} calls: state {state_err / hmax:.2e} of max|h| (bound {calls / 254:.2e}), "
+          f"y {float((y_err / y_bound).max()):.2f} of its bound")  # fmt: skip
+    assert state_err <= calls * hmax / 254
+    assert (y_err <= y_bound).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_int8_state_bad_arguments_write_nothing(backend, lib):  # noqa: F811
+    """An int8 state without either scale pointer, an fp state with one, and partially overlapping
+    scale buffers return cudaErrorInvalidValue; y, the codes and the scales stay as they were."""
+    inp = make_inputs(2, 5, 32, 16, seed=9)
+    dev = {k: backend.tensor(v) for k, v in inp.items() if isinstance(v, torch.Tensor) and k != "ssm_state"}
+    codes, scale = (backend.tensor(t) for t in int8_state(2, 32, 16, seed=9))
+    y = backend.empty((2, 5, 32), torch.float16)
+    codes_out = backend.tensor(torch.full((2, 32, 16), 7, dtype=torch.int8))
+    scale_out = backend.empty((2, 32), torch.float32)
+    overlap = backend.tensor(torch.zeros(2 * 32 * 2, dtype=torch.float32))
+    fp_state = backend.tensor(inp["ssm_state"])
+    cases = [
+        dict(ssm_state_scale=None), dict(ssm_state_scale_out=None),
+        dict(ssm_state_scale=None, ssm_state_scale_out=None),
+        dict(state_dtype=FLOAT16, ssm_state=ptr(fp_state)),  # an fp state with scale pointers
+        dict(ssm_state_scale=ptr(overlap), ssm_state_scale_out=ptr(overlap) + 8),
+    ]  # fmt: skip
+    for case in cases:
+        p = Params(
+            **{k: ptr(dev.get(k)) for k in ("u", "dt", "A", "B", "C", "D", "z", "dt_bias")},
+            ssm_state=ptr(codes), ssm_state_scale=ptr(scale), y=ptr(y), ssm_state_out=ptr(codes_out),
+            ssm_state_scale_out=ptr(scale_out), batch=2, seqlen=5, d=32, n=16, **inp["scales"], state_dtype=INT8,
+            out_dtype=FLOAT16,
+        )  # fmt: skip
+        for k, v in case.items():
+            setattr(p, k, v)
+        assert launch(lib, p) == INVALID_VALUE, case
+    backend.sync()
+    assert torch.isnan(y).all() and torch.isnan(scale_out).all() and (codes_out == 7).all()
+
+
 @pytest.mark.nvcc
 def test_compiles_without_spills():
     """nvcc for sm_87 (Orin) and, where the toolkit knows it, sm_110 (Thor): every instantiation
@@ -326,7 +498,7 @@ def test_compiles_without_spills():
     archs = subprocess.run([emulation.find_nvcc(), "--list-gpu-arch"], capture_output=True, text=True).stdout
     for arch in ("sm_87", "sm_110") if "compute_110" in archs else ("sm_87",):
         kernels, report = nvcc.compile_report(nvcc.PLUGINS_DIR / SOURCES[0], arch)
-        assert len(kernels) == 8 and "warning" not in report.lower(), report
+        assert len(kernels) == 12 and "warning" not in report.lower(), report
         for k in kernels:
             print(f"{arch} {k.function}: {k.registers} registers, {k.spill_stores}/{k.spill_loads} bytes spilled")
             assert k.spill_stores == k.spill_loads == k.stack_bytes == 0, k

@@ -38,6 +38,7 @@ from jetmamba.calibration.weights import (
     read_tensor_infos,
 )
 from jetmamba.errors import CheckpointError, UnsupportedError
+from jetmamba.limits import LIMITS
 from jetmamba.progress import progress
 
 CONFIG_FILE = "config.json"
@@ -104,13 +105,34 @@ def read_config(directory: Path) -> tuple[ModelConfig, str, dict[str, Any]]:
     if not path.is_file():
         raise CheckpointError(f"{directory}: no {CONFIG_FILE}; is this a checkpoint directory?")
     try:
+        size = path.stat().st_size
+        if size > LIMITS.config_json_bytes:
+            raise CheckpointError(f"{path}: {size} bytes is not a model config (jetmamba reads at most "
+                                  f"{LIMITS.config_json_bytes})")  # fmt: skip
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({type(exc).__name__}: {exc})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({type(exc).__name__}: {_first_line(exc)})") from None
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path}: not a JSON object")
     raw = _special_floats(raw)
-    return (*config_from_raw(raw), raw)
+    try:
+        return (*config_from_raw(raw), raw)
+    except (CheckpointError, UnsupportedError) as exc:
+        raise type(exc)(_naming_file(str(exc), path)) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _naming_file(message: str, path: Path) -> str:
+    """The adapters' messages say ``config.json: ...`` or ``config: ...``; the user gets the file's path."""
+    if message.startswith(CONFIG_FILE):
+        return f"{path}{message[len(CONFIG_FILE) :]}"
+    if message.startswith("config: "):
+        return f"{path}: {message[len('config: ') :]}"
+    return f"{path}: {message}"
 
 
 def _special_floats(value: Any) -> Any:

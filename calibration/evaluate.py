@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from jetmamba.calibration.data import consecutive_windows
+from jetmamba.calibration.guards import first_non_finite_layer
+from jetmamba.errors import DataError
 from jetmamba.progress import progress
 
 
@@ -47,6 +49,10 @@ def perplexity(
         for i in range(0, windows.shape[0], batch_size):
             batch = windows[i : i + batch_size].to(device)
             logits = model(batch)[:, :-1].float()
+            if not bool(torch.isfinite(logits).all()):
+                _raise_non_finite(model, batch, logits, i, windows.shape[0])
+            if int(batch.max()) >= logits.shape[-1]:
+                raise DataError(f"token id {int(batch.max())} is outside the model's vocabulary of {logits.shape[-1]}")
             # per-token losses in fp32, summed in fp64: a long evaluation must not lose digits
             nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="none")
             total_nll += float(nll.double().sum())
@@ -55,11 +61,24 @@ def perplexity(
     seconds = time.perf_counter() - start
     mean = total_nll / count
     return PerplexityResult(
-        perplexity=math.exp(mean),
+        perplexity=math.exp(mean) if mean < 709.0 else math.inf,  # exp overflows a float beyond ~709.78
         nll=mean,
         tokens=windows.numel(),
         predictions=count,
         windows=windows.shape[0],
         seq_len=seq_len,
         seconds=seconds,
+    )
+
+
+def _raise_non_finite(model, batch: torch.Tensor, logits: torch.Tensor, first: int, total: int):
+    """A DataError naming the first window whose logits are not finite and, where the model lets
+    us watch its layers, the first layer whose output is not."""
+    rows = (~torch.isfinite(logits)).reshape(logits.shape[0], -1).any(dim=1)
+    row = int(rows.nonzero()[0, 0])
+    kind = "NaN" if bool(torch.isnan(logits[row]).any()) else "Inf"
+    where = first_non_finite_layer(model, batch[row : row + 1])
+    raise DataError(
+        f"the logits have {kind} on evaluation window {first + row} (of {total}, counting from 0)"
+        + (f"; it first appears at {where}" if where else "")
     )

@@ -22,9 +22,33 @@ import torch
 from jetmamba.errors import DataError
 
 
+class NonFiniteActivation(DataError):
+    """A NaN or Inf reached an observed activation: ``name`` the site, ``kind`` NaN or Inf (NaN
+    when both), ``row`` the first index of the first axis (the batch) holding one, ``rows`` that
+    axis's length. :func:`jetmamba.calibration.quantize.observe` turns it into the window number."""
+
+    def __init__(self, name: str, kind: str, row: int, rows: int):
+        super().__init__(f"{name} has {kind} (a non-finite activation)")
+        self.name, self.kind, self.row, self.rows = name, kind, row, rows
+
+    def on_windows(self, start: int, batch: int, total: int) -> DataError:
+        """The same fault, named by calibration window (``start``: the batch's first window)."""
+        where = (
+            f"calibration window {start + self.row}"
+            if self.rows == batch
+            else f"calibration windows {start}..{start + batch - 1}"
+        )
+        return DataError(f"{self.name} has {self.kind} on {where} (of {total}, counting from 0)")
+
+
 def _check_finite(x: torch.Tensor, name: str) -> None:
-    if not torch.isfinite(x).all():
-        raise DataError(f"non-finite activation (NaN or Inf) at {name}")
+    finite = torch.isfinite(x)
+    if bool(finite.all()):
+        return
+    kind = "NaN" if bool(torch.isnan(x).any()) else "Inf"
+    rows = x.shape[0] if x.ndim else 1
+    first = int((~finite).reshape(-1).nonzero()[0, 0])
+    raise NonFiniteActivation(name, kind, first // max(1, x.numel() // rows), rows)
 
 
 class AbsMax:
@@ -64,19 +88,34 @@ class Percentile:
         self.name, self.alpha, self.total = name, alpha, total
         self.q = alpha * (total - 1)
         self.keep = total - math.floor(self.q)  # values at and above rank floor(q)
-        self.top = torch.empty(0, dtype=torch.float32)
+        # the tail's values with their signs: int8 is [-128, 127], so whether a value saturates
+        # depends on its sign (see saturated)
+        self.tail = torch.empty(0, dtype=torch.float32)
         self.seen = 0
+
+    @property
+    def top(self) -> torch.Tensor:
+        """|x| of the kept tail."""
+        return self.tail.abs()
 
     def update(self, x: torch.Tensor) -> None:
         _check_finite(x, self.name)
-        a = x.detach().abs().reshape(-1).float().cpu()
+        a = x.detach().reshape(-1).float().cpu()
         self.seen += a.numel()
         if self.seen > self.total:
             raise ValueError(f"{self.name}: observed {self.seen} values, more than the {self.total} announced")
-        pool = torch.cat([self.top, a])
+        pool = torch.cat([self.tail, a])
         if pool.numel() > self.keep:
-            pool = torch.topk(pool, self.keep, sorted=False).values
-        self.top = pool
+            pool = pool[torch.topk(pool.abs(), self.keep, sorted=False).indices]
+        self.tail = pool
+
+    def saturated(self, scale) -> int:
+        """How many observed values quantize outside [-128, 127] with ``scale`` (ONNX rounding),
+        exactly: with scale >= result() / 127, any such value has |x| >= 127.5 * scale > result(),
+        so it is in the kept tail."""
+        from jetmamba.compiler.ops.quant import saturation_count
+
+        return saturation_count(self.tail, scale)
 
     def result(self) -> torch.Tensor:
         if self.seen != self.total:

@@ -1,8 +1,11 @@
 """Quantization recipes: named, typed, saved with every QuantizedModel.
 
 A recipe says which function-preserving transforms run, which activation sites are clipped at a
-percentile instead of their calibration max, and how weights are scaled. Which tensors are int8
-is the quantized mixer's dataflow (the deployed graph's), the same for every recipe.
+percentile instead of their calibration max, and how weights are quantized: int8 per output
+channel, or 4-bit (the adapter's ``int4_linears``: in_proj, out_proj and Mamba1's x_proj) by
+round-to-nearest or GPTQ on the packed int4 layout. Which tensors are int8 is the quantized
+mixer's dataflow (the deployed graph's): the same for every W8A8 / W4A8 recipe; W4A16 layers keep
+fp16 activations through the mixer. The embedding and the LM head stay fp16 in every recipe.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from jetmamba.calibration.gptq import GPTQConfig
 from jetmamba.errors import UsageError
 
 
@@ -31,6 +35,16 @@ class Recipe:
     grouped: dict[str, str] = field(default_factory=dict)
     sort_and_cluster: tuple[int, int] | None = None  # Quamba2: (head groups, channel groups) per SSD group
     seed: int = 0  # random signs of rotations
+    weight_bits: int = 8  # 8: int8 per output channel; 4: the packed int4 layout (int4_linears)
+    act_bits: int = 8  # 8: int8 activations (static scales); 16: fp16 activations through the mixer
+    weight_method: str = "rtn"  # "rtn" | "gptq" (4-bit weights)
+    group_size: int = 128  # 4-bit weights: input channels per fp16 scale (the layout falls back to 64, 32)
+    gptq: GPTQConfig = field(default_factory=GPTQConfig)
+    # W4AX: the most sensitive layers (calibration loss when the layer alone is W4A8) go W4A16, the
+    # others W4A8; how many: w4a16_layers when set, else round(w4a16_fraction * n_layer)
+    mixed_activations: bool = False
+    w4a16_layers: int | None = None
+    w4a16_fraction: float = 0.25  # Quamba2's W4AX of Mamba2-8B: 14 of 56 layers W4A16
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -79,6 +93,80 @@ RECIPES: dict[str, Recipe] = {
             out_hadamard=True,
             sort_and_cluster=(4, 4),
             grouped={"x": "clusters", "B": "ssd_group", "C": "ssd_group"},
+        ),
+        Recipe(
+            "w4a16-rtn",
+            "baseline: Quamba's transforms (norms fused, residual Hadamard, online Hadamard before out_proj), "
+            "round-to-nearest int4 weights (group 128), fp16 activations",
+            archs=("mamba1", "mamba2"),
+            fuse_norms=True,
+            residual_rotation="hadamard",
+            out_hadamard=True,
+            weight_bits=4,
+            act_bits=16,
+        ),
+        Recipe(
+            "w4a8-rtn",
+            "baseline: w8a8-quamba's transforms and int8 activations with round-to-nearest int4 weights (group 128)",
+            archs=("mamba1", "mamba2"),
+            fuse_norms=True,
+            residual_rotation="hadamard",
+            out_hadamard=True,
+            percentile={"ssm_input": 0.9995},
+            weight_bits=4,
+        ),
+        Recipe(
+            "w4a16-quamba2",
+            "Quamba2 W4A16 (Mamba2): w8a8-quamba2's transforms (reordering, Hadamards), GPTQ int4 weights "
+            "(group 128, damping 0.01), fp16 activations",
+            archs=("mamba2",),
+            fuse_norms=True,
+            residual_rotation="hadamard",
+            out_hadamard=True,
+            sort_and_cluster=(4, 4),
+            grouped={"x": "clusters", "B": "ssd_group", "C": "ssd_group"},
+            weight_bits=4,
+            act_bits=16,
+            weight_method="gptq",
+        ),
+        Recipe(
+            "w4a8-quamba2",
+            "Quamba2 W4A8 (Mamba2): w8a8-quamba2 with GPTQ int4 weights (group 128, on int8-quantized inputs)",
+            archs=("mamba2",),
+            fuse_norms=True,
+            residual_rotation="hadamard",
+            out_hadamard=True,
+            sort_and_cluster=(4, 4),
+            grouped={"x": "clusters", "B": "ssd_group", "C": "ssd_group"},
+            weight_bits=4,
+            weight_method="gptq",
+        ),
+        Recipe(
+            "w4a8-mambaquant",
+            "MambaQuant W4A8: w8a8-mambaquant's rotations and smoothing, GPTQ int4 weights (group 128), "
+            "static int8 activations",
+            archs=("mamba1", "mamba2"),
+            fuse_norms=True,
+            residual_rotation="klt",
+            dt_rotation="klt",
+            smooth_out_proj=0.5,
+            out_hadamard=True,
+            weight_bits=4,
+            weight_method="gptq",
+        ),
+        Recipe(
+            "w4ax-quamba2",
+            "Quamba2 W4AX (Mamba2): GPTQ int4 weights; per layer W4A8 or W4A16, the layers whose W4A8 raises "
+            "the calibration loss most go W4A16 (a quarter of them by default, --w4a16-layers)",
+            archs=("mamba2",),
+            fuse_norms=True,
+            residual_rotation="hadamard",
+            out_hadamard=True,
+            sort_and_cluster=(4, 4),
+            grouped={"x": "clusters", "B": "ssd_group", "C": "ssd_group"},
+            weight_bits=4,
+            weight_method="gptq",
+            mixed_activations=True,
         ),
     )
 }

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from jetmamba.errors import CheckpointError
+from jetmamba.limits import LIMITS
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -25,7 +26,7 @@ PYTORCH_BIN = "pytorch_model.bin"
 PYTORCH_BIN_INDEX = "pytorch_model.bin.index.json"
 WEIGHT_FILE_NAMES = (SAFETENSORS, SAFETENSORS_INDEX, PYTORCH_BIN, PYTORCH_BIN_INDEX)
 
-MAX_HEADER_BYTES = 100 * 1024 * 1024  # a safetensors header larger than this is not a model
+MAX_HEADER_BYTES = LIMITS.safetensors_header_bytes  # a safetensors header larger than this is not a model
 
 ST_DTYPES: dict[str, tuple[torch.dtype, int]] = {
     "F64": (torch.float64, 8),
@@ -39,6 +40,7 @@ ST_DTYPES: dict[str, tuple[torch.dtype, int]] = {
     "U8": (torch.uint8, 1),
     "BOOL": (torch.bool, 1),
 }
+ST_ITEMSIZE = {dtype: size for dtype, size in ST_DTYPES.values()}
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,7 @@ def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
         header = json.loads(raw.decode("utf-8"))
         if not isinstance(header, dict):
             raise TypeError("the header is not a JSON object")
-    except (UnicodeDecodeError, json.JSONDecodeError, TypeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, TypeError, RecursionError) as exc:
         raise CheckpointError(f"{path}: corrupt safetensors header ({_reason(exc)})") from None
     data_bytes = size - 8 - n
     out: dict[str, TensorInfo] = {}
@@ -127,23 +129,49 @@ def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
             continue
         try:
             dtype_name, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
-            if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
+            if not isinstance(dtype_name, str):
+                raise TypeError(f"dtype {dtype_name!r} is not a string")
+            if not isinstance(shape, list) or not all(_is_count(s) for s in shape):
                 raise TypeError(f"bad shape {shape!r}")
-            if not (isinstance(begin, int) and isinstance(end, int)):
+            if not (_is_count(begin) and _is_count(end)):
                 raise TypeError("bad data_offsets")
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{path}: corrupt header entry for {name!r} ({_reason(exc)})") from None
         if dtype_name not in ST_DTYPES:
             raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {dtype_name!r}")
+        if len(shape) > LIMITS.tensor_rank:
+            raise CheckpointError(f"{path}: tensor {name!r} has {len(shape)} dimensions (at most {LIMITS.tensor_rank})")
         dtype, itemsize = ST_DTYPES[dtype_name]
-        if not (0 <= begin <= end <= data_bytes):
+        if not (begin <= end <= data_bytes):
             raise CheckpointError(
                 f"{path}: tensor {name!r} lies outside the file (bytes {begin}..{end} of {data_bytes}): truncated"
             )
+        # checked against the bytes the file really has, so a declared shape can never make the
+        # reader allocate more than the file holds
         if end - begin != math.prod(shape) * itemsize:
             raise CheckpointError(f"{path}: tensor {name!r}: {end - begin} bytes do not hold shape {tuple(shape)}")
         out[name] = TensorInfo(dtype, tuple(shape), 8 + n + begin)
+    _refuse_overlaps(path, out, 8 + n)
     return out
+
+
+def _is_count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _refuse_overlaps(path: Path, infos: dict[str, TensorInfo], data_start: int) -> None:
+    """Two tensors sharing bytes is no safetensors file (writers lay tensors end to end); reading
+    one would silently alias the other."""
+    spans = sorted(
+        (info.offset, info.offset + math.prod(info.shape) * ST_ITEMSIZE[info.dtype], name)
+        for name, info in infos.items()
+        if math.prod(info.shape)
+    )
+    for (_, end, first), (begin, _, second) in zip(spans, spans[1:], strict=False):
+        if begin < end:
+            raise CheckpointError(
+                f"{path}: tensors {first!r} and {second!r} overlap (bytes {begin - data_start}.. of the data)"
+            )
 
 
 def read_tensor_infos(weights: WeightFiles) -> dict[str, TensorInfo] | None:

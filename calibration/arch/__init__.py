@@ -40,6 +40,8 @@ def config_from_dict(d: dict[str, Any]) -> ModelConfig:
     """Read jetmamba's own saved config (``ModelConfig.to_dict()``)."""
     if not isinstance(d, dict) or "arch" not in d:
         raise CheckpointError("model config: missing 'arch'")
+    if not isinstance(d["arch"], str):
+        raise CheckpointError(f"model config: 'arch' must be a string, got {d['arch']!r}")
     return adapter_for(d["arch"]).config_from_dict(d)
 
 

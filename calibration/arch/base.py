@@ -47,12 +47,34 @@ class ModelConfig:
         return {"arch": self.arch, **dataclasses.asdict(self)}
 
     def validate(self) -> None:
+        """Types and ranges of every field, and the size bounds of :mod:`jetmamba.limits`: a config
+        is data from elsewhere and must not make anything allocate before it is checked."""
+        from jetmamba.limits import LIMITS, implied_parameters
+
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if f.type in ("int",) and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise CheckpointError(f"config: {f.name} must be a positive integer, got {v!r}")
+            if f.type in ("int",) and v > LIMITS.config_field(f.name):
+                bound = LIMITS.config_field(f.name)
+                raise CheckpointError(f"config: {f.name} = {v} is beyond jetmamba's bound of {bound} (no real model)")
+            if f.type in ("bool",) and not isinstance(v, bool):
+                raise CheckpointError(f"config: {f.name} must be true or false, got {v!r}")
+            optional = f.type == "float | None" and v is None
+            if (
+                f.type in ("float", "float | None")
+                and not optional
+                and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v))
+            ):
+                raise CheckpointError(f"config: {f.name} must be a finite number, got {v!r}")
         if not (0 < self.norm_eps < 1):
             raise CheckpointError(f"config: norm epsilon must be in (0, 1), got {self.norm_eps!r}")
+        n = implied_parameters(self.d_model, self.n_layer, self.vocab_size, self.d_inner, self.tie_embeddings)
+        if n > LIMITS.parameters:
+            raise CheckpointError(
+                f"config: d_model {self.d_model}, n_layer {self.n_layer}, vocab_size {self.vocab_size} and d_inner "
+                f"{self.d_inner} imply over {n:.3g} parameters, beyond jetmamba's bound of {LIMITS.parameters:.3g}"
+            )
 
 
 @dataclass
@@ -173,6 +195,7 @@ class ArchAdapter:
     sites: tuple[str, ...]  # the mixer's observation points, in the order the forward reaches them
     site_roles: dict[str, str]  # what recipes name -> this family's site (e.g. "ssm_input" -> "u")
     ssm_layers: tuple[str, ...]  # mamba_ssm ssm_cfg "layer" values it reads
+    int4_linears: dict[str, str]  # 4-bit recipes: the mixer's int4 GEMMs -> the site each one reads
 
     def config_from_hf(self, cfg: dict[str, Any]) -> ModelConfig:
         raise NotImplementedError
@@ -200,6 +223,10 @@ class ArchAdapter:
         unknown = sorted(set(d) - fields - {"arch"})
         if unknown:
             raise CheckpointError(f"{self.arch} config: unknown fields {unknown}")
+        required = {f.name for f in dataclasses.fields(self.config_cls) if f.default is dataclasses.MISSING}
+        missing = sorted(required - set(d))
+        if missing:
+            raise CheckpointError(f"{self.arch} config: missing fields {missing}")
         config = self.config_cls(**{k: v for k, v in d.items() if k != "arch"})
         config.validate()
         return config

@@ -22,9 +22,23 @@ from jetmamba.calibration.arch.base import (
     require_silu,
 )
 from jetmamba.calibration.functional import causal_conv1d, rms_norm, selective_scan, selective_state_update
-from jetmamba.calibration.qlayers import QuantLinear, fit_scale, rtn_int8, scale_buffer
+from jetmamba.calibration.hadamard import hadamard_transform
+from jetmamba.calibration.qlayers import (
+    QuantLinear,
+    fit_scale,
+    linear_layout,
+    quant_linear,
+    rtn_int8,
+    scale_buffer,
+)
 from jetmamba.compiler.ops.quant import quantize
-from jetmamba.compiler.ops.reference import causal_conv1d_quant, hadamard_quant, selective_scan_quant
+from jetmamba.compiler.ops.reference import (
+    causal_conv1d_fp,
+    causal_conv1d_quant,
+    hadamard_quant,
+    selective_scan_fp,
+    selective_scan_quant,
+)
 from jetmamba.errors import CheckpointError, UnsupportedError
 
 
@@ -176,37 +190,45 @@ class QuantMamba1Mixer(nn.Module):
     Activation scales are named after the fp mixer's observation sites (``<site>_scale``).
     """
 
-    def __init__(self, config: Mamba1Config, *, act_dtype=torch.float16, state_dtype=torch.float16, device=None):
+    def __init__(self, config: Mamba1Config, *, act_dtype=torch.float16, state_dtype=torch.float16, device=None,
+                 weight_bits: int = 8, group_size: int = 128):  # fmt: skip
         super().__init__()
         c = self.c = config
         self.act_dtype, self.state_dtype = act_dtype, state_dtype
-        self.in_proj = QuantLinear(c.d_model, 2 * c.d_inner, c.proj_bias, device)
+        # 4-bit recipes: in_proj, x_proj and out_proj int4 (W4A8 GEMMs); dt_proj stays int8, its
+        # K = dt_rank (12, 48, 160, ...) does not hold the layout's groups of 32 or more
+        w4 = {"weight_bits": weight_bits, "group_size": group_size, "device": device, "out_dtype": act_dtype}
+        self.in_proj = linear_layout(c.d_model, 2 * c.d_inner, c.proj_bias, **w4)
         self.register_buffer("conv_weight", torch.zeros(c.d_inner, c.d_conv, dtype=torch.int8, device=device))
         self.register_buffer("conv_weight_scale", torch.ones(c.d_inner, device=device))
         self.register_buffer("conv_bias", torch.zeros(c.d_inner, device=device) if c.conv_bias else None)
-        self.x_proj = QuantLinear(c.d_inner, c.dt_rank + 2 * c.d_state, False, device)
+        self.x_proj = linear_layout(c.d_inner, c.dt_rank + 2 * c.d_state, False, **w4)
         self.dt_proj = QuantLinear(c.dt_rank, c.d_inner, False, device)
         self.register_buffer("dt_bias", torch.zeros(c.d_inner, device=device))
         self.register_buffer("A_log", torch.zeros(c.d_inner, c.d_state, device=device))
         self.register_buffer("D", torch.zeros(c.d_inner, device=device))
-        self.out_proj = QuantLinear(c.d_inner, c.d_model, c.proj_bias, device)
+        self.out_proj = linear_layout(c.d_inner, c.d_model, c.proj_bias, **w4)
         self.register_buffer("gate_smooth", torch.ones(c.d_inner, device=device))  # ones: plain SiLU
         for site in ("x", "z", "u", "dt_r", "B", "C", "dt", "out_proj.input"):
             scale_buffer(self, _scale_name(site))
         self.out_hadamard = False
 
     @classmethod
-    def from_fp(cls, fp: Mamba1Mixer, scales: dict[str, float], *, per_channel=True, **kw) -> QuantMamba1Mixer:
-        q = cls(fp.c, device=fp.D.device, **kw)
-        q.in_proj = QuantLinear.from_weight(fp.in_proj.weight, fp.in_proj.bias, per_channel)
+    def from_fp(cls, fp: Mamba1Mixer, scales: dict[str, float], *, per_channel=True, weight_bits: int = 8,
+                group_size: int = 128, linears: dict | None = None, **kw) -> QuantMamba1Mixer:  # fmt: skip
+        """``linears``: 4-bit layers the quantizer made (GPTQ), by name; the others are rounded to nearest."""
+        q = cls(fp.c, device=fp.D.device, weight_bits=weight_bits, group_size=group_size, **kw)
+        given = linears or {}
+        w = {"weight_bits": weight_bits, "group_size": group_size, "per_channel": per_channel, "out_dtype": q.act_dtype}
+        q.in_proj = quant_linear(fp.in_proj.weight, fp.in_proj.bias, given=given.get("in_proj"), **w)
         q.conv_weight, q.conv_weight_scale = rtn_int8(fp.conv1d.weight[:, 0], per_channel)
         if fp.conv1d.bias is not None:
             q.conv_bias = fp.conv1d.bias.detach().float().clone()
-        q.x_proj = QuantLinear.from_weight(fp.x_proj.weight, None, per_channel)
+        q.x_proj = quant_linear(fp.x_proj.weight, None, given=given.get("x_proj"), **w)
         q.dt_proj = QuantLinear.from_weight(fp.dt_proj.weight, None, per_channel)
         q.dt_bias = fp.dt_proj.bias.detach().float().clone()
         q.A_log, q.D = fp.A_log.detach().float().clone(), fp.D.detach().float().clone()
-        q.out_proj = QuantLinear.from_weight(fp.out_proj.weight, fp.out_proj.bias, per_channel)
+        q.out_proj = quant_linear(fp.out_proj.weight, fp.out_proj.bias, given=given.get("out_proj"), **w)
         if fp.gate_smooth is not None:
             q.gate_smooth = fp.gate_smooth.detach().float().clone()
         for site, value in scales.items():
@@ -243,6 +265,75 @@ class QuantMamba1Mixer(nn.Module):
         s = self.out_proj_input_scale
         y_q = hadamard_quant(y, out_scale=s) if self.out_hadamard else quantize(y.float(), s)
         return self.out_proj(y_q, s), LayerState(conv_state, ssm_state)
+
+
+class QuantMamba1MixerFp(nn.Module):
+    """The W4A16 Mamba1 mixer: 4-bit weights, fp16 activations through the whole mixer, from the
+    op references' fp variants:
+
+    in_proj (W4A16 GEMM) -> x, z -> CausalConv1dFp (SiLU) -> u -> x_proj (W4A16) -> dt_r, B, C ->
+    dt_proj (fp16 GEMM: its K = dt_rank does not hold int4 groups) -> SelectiveScanFp (gate fused)
+    -> Hadamard (fp16, when the recipe rotates out_proj's input) -> out_proj (W4A16).
+    """
+
+    def __init__(self, config: Mamba1Config, *, act_dtype=torch.float16, state_dtype=torch.float16, device=None,
+                 group_size: int = 128):  # fmt: skip
+        super().__init__()
+        c = self.c = config
+        self.act_dtype, self.state_dtype = act_dtype, state_dtype
+        w4 = {"weight_bits": 4, "group_size": group_size, "device": device, "out_dtype": act_dtype}
+        self.in_proj = linear_layout(c.d_model, 2 * c.d_inner, c.proj_bias, **w4)
+        self.register_buffer("conv_weight", torch.zeros(c.d_inner, c.d_conv, dtype=act_dtype, device=device))
+        self.register_buffer("conv_bias", torch.zeros(c.d_inner, device=device) if c.conv_bias else None)
+        self.x_proj = linear_layout(c.d_inner, c.dt_rank + 2 * c.d_state, False, **w4)
+        self.register_buffer("dt_proj_weight", torch.zeros(c.d_inner, c.dt_rank, dtype=act_dtype, device=device))
+        self.register_buffer("dt_bias", torch.zeros(c.d_inner, device=device))
+        self.register_buffer("A_log", torch.zeros(c.d_inner, c.d_state, device=device))
+        self.register_buffer("D", torch.zeros(c.d_inner, device=device))
+        self.out_proj = linear_layout(c.d_inner, c.d_model, c.proj_bias, **w4)
+        self.out_hadamard = False
+
+    @classmethod
+    def from_fp(cls, fp: Mamba1Mixer, *, group_size: int = 128, linears: dict | None = None, **kw):
+        if fp.gate_smooth is not None or fp.state_scale is not None:
+            raise UnsupportedError(
+                "the W4A16 Mamba1 mixer has no smoothed gate or state (SelectiveScanFp gates with SiLU)"
+            )
+        q = cls(fp.c, device=fp.D.device, group_size=group_size, **kw)
+        given = linears or {}
+        w = {"weight_bits": 4, "group_size": group_size, "out_dtype": q.act_dtype}
+        q.in_proj = quant_linear(fp.in_proj.weight, fp.in_proj.bias, given=given.get("in_proj"), **w)
+        q.conv_weight = fp.conv1d.weight[:, 0].detach().to(q.act_dtype).clone()
+        if fp.conv1d.bias is not None:
+            q.conv_bias = fp.conv1d.bias.detach().float().clone()
+        q.x_proj = quant_linear(fp.x_proj.weight, None, given=given.get("x_proj"), **w)
+        q.dt_proj_weight = fp.dt_proj.weight.detach().to(q.act_dtype).clone()
+        q.dt_bias = fp.dt_proj.bias.detach().float().clone()
+        q.A_log, q.D = fp.A_log.detach().float().clone(), fp.D.detach().float().clone()
+        q.out_proj = quant_linear(fp.out_proj.weight, fp.out_proj.bias, given=given.get("out_proj"), **w)
+        q.out_hadamard = fp.out_hadamard
+        return q
+
+    def init_state(self, batch: int, device=None) -> LayerState:
+        c = self.c
+        return LayerState(
+            torch.zeros(batch, c.d_conv - 1, c.d_inner, dtype=self.act_dtype, device=device),
+            torch.zeros(batch, c.d_inner, c.d_state, dtype=self.state_dtype, device=device),
+        )
+
+    def forward(self, x, x_scale, state):
+        """x: the block norm's fp output [b, l, d_model] (``x_scale`` unused: fp activations)."""
+        c, act = self.c, self.act_dtype
+        x, z = self.in_proj(x.to(act)).split(c.d_inner, dim=-1)
+        u, conv_state = causal_conv1d_fp(x, self.conv_weight, self.conv_bias, state.conv)
+        dt_r, B, C = self.x_proj(u).split([c.dt_rank, c.d_state, c.d_state], dim=-1)
+        if c.bcdt_rms_eps is not None:
+            dt_r, B, C = (rms_norm(t.float(), None, c.bcdt_rms_eps).to(act) for t in (dt_r, B, C))
+        dt = F.linear(dt_r.float(), self.dt_proj_weight.float()).to(act)
+        y, ssm_state = selective_scan_fp(u, dt, -torch.exp(self.A_log), B, C, self.D, z, self.dt_bias, state.ssm)
+        if self.out_hadamard:
+            y = hadamard_transform(y.float()).to(act)
+        return self.out_proj(y), LayerState(conv_state, ssm_state)
 
 
 def _scale_name(site: str) -> str:
@@ -355,13 +446,23 @@ class Mamba1Adapter(ArchAdapter):
     def mixer(self, config, *, dtype, device):
         return Mamba1Mixer(config, dtype=dtype, device=device)
 
-    def quantized_mixer(self, config, recipe, *, act_dtype, device=None):
-        return QuantMamba1Mixer(config, act_dtype=act_dtype, device=device)
+    # 4-bit recipes' int4 GEMMs and the activation site each one reads (GPTQ's Hessian inputs)
+    int4_linears = {"in_proj": "in_proj.input", "x_proj": "u", "out_proj": "out_proj.input"}
 
-    def quantize_mixer(self, fp_mixer, scales, recipe, *, act_dtype):
+    def quantized_mixer(self, config, recipe, *, act_dtype, device=None, act_bits=8):
+        bits, group = recipe.get("weight_bits", 8), recipe.get("group_size", 128)
+        if act_bits == 16:
+            return QuantMamba1MixerFp(config, act_dtype=act_dtype, device=device, group_size=group)
+        return QuantMamba1Mixer(config, act_dtype=act_dtype, device=device, weight_bits=bits, group_size=group)
+
+    def quantize_mixer(self, fp_mixer, scales, recipe, *, act_dtype, act_bits=8, linears=None):
+        group = recipe.get("group_size", 128)
+        if act_bits == 16:
+            return QuantMamba1MixerFp.from_fp(fp_mixer, group_size=group, linears=linears, act_dtype=act_dtype)
         return QuantMamba1Mixer.from_fp(
-            fp_mixer, scales, per_channel=recipe["per_channel_weights"], act_dtype=act_dtype
-        )
+            fp_mixer, scales, per_channel=recipe["per_channel_weights"], act_dtype=act_dtype,
+            weight_bits=recipe.get("weight_bits", 8), group_size=group, linears=linears,
+        )  # fmt: skip
 
     def state_shapes(self, config, batch):
         return (batch, config.d_conv - 1, config.conv_dim), (batch, config.d_inner, config.d_state)

@@ -23,9 +23,17 @@ from jetmamba.calibration.arch.base import (
     require_silu,
 )
 from jetmamba.calibration.functional import causal_conv1d, gated_rms_norm, ssd_scan, ssd_state_update
-from jetmamba.calibration.qlayers import QuantLinear, fit_scale, rtn_int8, scale_buffer
+from jetmamba.calibration.hadamard import hadamard_transform
+from jetmamba.calibration.qlayers import fit_scale, linear_layout, quant_linear, rtn_int8, scale_buffer
 from jetmamba.compiler.ops.quant import quantize
-from jetmamba.compiler.ops.reference import causal_conv1d_quant, gated_rms_norm_quant, ssd_scan_quant
+from jetmamba.compiler.ops.reference import (
+    causal_conv1d_fp,
+    causal_conv1d_quant,
+    gated_rms_norm_fp,
+    gated_rms_norm_quant,
+    ssd_scan_fp,
+    ssd_scan_quant,
+)
 from jetmamba.errors import CheckpointError, UnsupportedError
 
 
@@ -59,6 +67,8 @@ class Mamba2Config(ModelConfig):
             raise CheckpointError(f"config: n_groups ({self.n_groups}) must divide num_heads ({self.n_heads})")
         if self.dt_min < 0 or (self.dt_max is not None and self.dt_max <= self.dt_min):
             raise CheckpointError(f"config: bad time_step_limit ({self.dt_min}, {self.dt_max})")
+        if max(self.dt_min, self.dt_max or 0.0) > torch.finfo(torch.float32).max:  # dt is clamped in fp32
+            raise CheckpointError(f"config: time_step_limit ({self.dt_min}, {self.dt_max}) is beyond fp32's range")
 
 
 class GatedRMSNorm(nn.Module):
@@ -181,17 +191,19 @@ class QuantMamba2Mixer(nn.Module):
     ``C_scale`` [n_groups], the others per tensor; a per-tensor recipe fills them with one value.
     """
 
-    def __init__(self, config: Mamba2Config, *, act_dtype=torch.float16, state_dtype=torch.float16, device=None):
+    def __init__(self, config: Mamba2Config, *, act_dtype=torch.float16, state_dtype=torch.float16, device=None,
+                 weight_bits: int = 8, group_size: int = 128):  # fmt: skip
         super().__init__()
         c = self.c = config
         self.act_dtype, self.state_dtype = act_dtype, state_dtype
-        self.in_proj = QuantLinear(c.d_model, c.d_inner + c.conv_dim + c.n_heads, c.proj_bias, device)
+        w4 = {"weight_bits": weight_bits, "group_size": group_size, "device": device, "out_dtype": act_dtype}
+        self.in_proj = linear_layout(c.d_model, c.d_inner + c.conv_dim + c.n_heads, c.proj_bias, **w4)
         self.register_buffer("conv_weight", torch.zeros(c.conv_dim, c.d_conv, dtype=torch.int8, device=device))
         self.register_buffer("conv_weight_scale", torch.ones(c.conv_dim, device=device))
         self.register_buffer("conv_bias", torch.zeros(c.conv_dim, device=device) if c.conv_bias else None)
         for name, n in (("dt_bias", c.n_heads), ("A_log", c.n_heads), ("D", c.n_heads), ("norm_weight", c.d_inner)):
             self.register_buffer(name, torch.zeros(n, device=device))
-        self.out_proj = QuantLinear(c.d_inner, c.d_model, c.proj_bias, device)
+        self.out_proj = linear_layout(c.d_inner, c.d_model, c.proj_bias, **w4)
         self.register_buffer("x_scale", torch.ones(c.d_inner, device=device))
         self.register_buffer("B_scale", torch.ones(c.n_groups, device=device))
         self.register_buffer("C_scale", torch.ones(c.n_groups, device=device))
@@ -200,16 +212,20 @@ class QuantMamba2Mixer(nn.Module):
         self.out_hadamard = False
 
     @classmethod
-    def from_fp(cls, fp: Mamba2Mixer, scales: dict, *, per_channel=True, **kw) -> QuantMamba2Mixer:
+    def from_fp(cls, fp: Mamba2Mixer, scales: dict, *, per_channel=True, weight_bits: int = 8, group_size: int = 128,
+                linears: dict | None = None, **kw) -> QuantMamba2Mixer:  # fmt: skip
+        """``linears``: 4-bit layers the quantizer made (GPTQ), by name; the others are rounded to nearest."""
         c = fp.c
-        q = cls(c, device=fp.D.device, **kw)
-        q.in_proj = QuantLinear.from_weight(fp.in_proj.weight, fp.in_proj.bias, per_channel)
+        q = cls(c, device=fp.D.device, weight_bits=weight_bits, group_size=group_size, **kw)
+        given = linears or {}
+        w = {"weight_bits": weight_bits, "group_size": group_size, "per_channel": per_channel, "out_dtype": q.act_dtype}
+        q.in_proj = quant_linear(fp.in_proj.weight, fp.in_proj.bias, given=given.get("in_proj"), **w)
         q.conv_weight, q.conv_weight_scale = rtn_int8(fp.conv1d.weight[:, 0], per_channel)
         if fp.conv1d.bias is not None:
             q.conv_bias = fp.conv1d.bias.detach().float().clone()
         for name, t in (("dt_bias", fp.dt_bias), ("A_log", fp.A_log), ("D", fp.D), ("norm_weight", fp.norm.weight)):
             setattr(q, name, t.detach().float().clone())
-        q.out_proj = QuantLinear.from_weight(fp.out_proj.weight, fp.out_proj.bias, per_channel)
+        q.out_proj = quant_linear(fp.out_proj.weight, fp.out_proj.bias, given=given.get("out_proj"), **w)
         for site, buf in (("x", "x_scale"), ("B", "B_scale"), ("C", "C_scale"), ("z", "z_scale"),
                           ("xBC", "xBC_scale"), ("out_proj.input", "out_proj_input_scale")):  # fmt: skip
             fit_scale(scales[site], getattr(q, buf))
@@ -248,6 +264,70 @@ class QuantMamba2Mixer(nn.Module):
             group_size=c.d_inner // c.n_groups, out_scale=s, hadamard=int(self.out_hadamard),
         )  # fmt: skip
         return self.out_proj(y_q, s), LayerState(conv_state, ssm_state)
+
+
+class QuantMamba2MixerFp(nn.Module):
+    """The W4A16 Mamba2 mixer: 4-bit weights, fp16 activations through the whole mixer, from the
+    op references' fp variants:
+
+    in_proj (W4A16 GEMM) -> z, xBC, dt -> CausalConv1dFp (SiLU) -> x, B, C -> SSDScanFp ->
+    GatedRMSNorm -> Hadamard (fp16, when the recipe rotates out_proj's input) -> out_proj (W4A16).
+    """
+
+    def __init__(self, config: Mamba2Config, *, act_dtype=torch.float16, state_dtype=torch.float16, device=None,
+                 group_size: int = 128):  # fmt: skip
+        super().__init__()
+        c = self.c = config
+        self.act_dtype, self.state_dtype = act_dtype, state_dtype
+        w4 = {"weight_bits": 4, "group_size": group_size, "device": device, "out_dtype": act_dtype}
+        self.in_proj = linear_layout(c.d_model, c.d_inner + c.conv_dim + c.n_heads, c.proj_bias, **w4)
+        self.register_buffer("conv_weight", torch.zeros(c.conv_dim, c.d_conv, dtype=act_dtype, device=device))
+        self.register_buffer("conv_bias", torch.zeros(c.conv_dim, device=device) if c.conv_bias else None)
+        for name, n in (("dt_bias", c.n_heads), ("A_log", c.n_heads), ("D", c.n_heads), ("norm_weight", c.d_inner)):
+            self.register_buffer(name, torch.zeros(n, device=device))
+        self.out_proj = linear_layout(c.d_inner, c.d_model, c.proj_bias, **w4)
+        self.out_hadamard = False
+
+    @classmethod
+    def from_fp(cls, fp: Mamba2Mixer, *, group_size: int = 128, linears: dict | None = None, **kw):
+        q = cls(fp.c, device=fp.D.device, group_size=group_size, **kw)
+        given = linears or {}
+        w = {"weight_bits": 4, "group_size": group_size, "out_dtype": q.act_dtype}
+        q.in_proj = quant_linear(fp.in_proj.weight, fp.in_proj.bias, given=given.get("in_proj"), **w)
+        q.conv_weight = fp.conv1d.weight[:, 0].detach().to(q.act_dtype).clone()
+        if fp.conv1d.bias is not None:
+            q.conv_bias = fp.conv1d.bias.detach().float().clone()
+        for name, t in (("dt_bias", fp.dt_bias), ("A_log", fp.A_log), ("D", fp.D), ("norm_weight", fp.norm.weight)):
+            setattr(q, name, t.detach().float().clone())
+        q.out_proj = quant_linear(fp.out_proj.weight, fp.out_proj.bias, given=given.get("out_proj"), **w)
+        q.out_hadamard = fp.out_hadamard
+        return q
+
+    def init_state(self, batch: int, device=None) -> LayerState:
+        c = self.c
+        return LayerState(
+            torch.zeros(batch, c.d_conv - 1, c.conv_dim, dtype=self.act_dtype, device=device),
+            torch.zeros(batch, c.n_heads, c.head_dim, c.d_state, dtype=self.state_dtype, device=device),
+        )
+
+    def forward(self, x, x_scale, state):
+        """x: the block norm's fp output [b, l, d_model] (``x_scale`` unused: fp activations)."""
+        c, act = self.c, self.act_dtype
+        b, length, _ = x.shape
+        n = c.n_groups * c.d_state
+        z, xbc, dt = self.in_proj(x.to(act)).split([c.d_inner, c.conv_dim, c.n_heads], dim=-1)
+        xbc, conv_state = causal_conv1d_fp(xbc, self.conv_weight, self.conv_bias, state.conv)
+        xs, B, C = xbc.split([c.d_inner, n, n], dim=-1)
+        y, ssm_state = ssd_scan_fp(
+            xs, dt, -torch.exp(self.A_log), B.reshape(b, length, c.n_groups, c.d_state),
+            C.reshape(b, length, c.n_groups, c.d_state), self.D, self.dt_bias, state.ssm,
+            heads=c.n_heads, dt_min=c.dt_min, dt_max=float("inf") if c.dt_max is None else c.dt_max,
+        )  # fmt: skip
+        y = gated_rms_norm_fp(y.reshape(b, length, c.d_inner), z, self.norm_weight, eps=c.gate_eps,
+                              group_size=c.d_inner // c.n_groups)  # fmt: skip
+        if self.out_hadamard:
+            y = hadamard_transform(y.float()).to(act)
+        return self.out_proj(y), LayerState(conv_state, ssm_state)
 
 
 def _dt_limit(value: Any, where: str) -> tuple[float, float | None]:
@@ -400,12 +480,23 @@ class Mamba2Adapter(ArchAdapter):
     def mixer(self, config, *, dtype, device):
         return Mamba2Mixer(config, dtype=dtype, device=device)
 
-    def quantized_mixer(self, config, recipe, *, act_dtype, device=None):
-        return QuantMamba2Mixer(config, act_dtype=act_dtype, device=device)
+    # 4-bit recipes' int4 GEMMs and the activation site each one reads (GPTQ's Hessian inputs)
+    int4_linears = {"in_proj": "in_proj.input", "out_proj": "out_proj.input"}
 
-    def quantize_mixer(self, fp_mixer, scales, recipe, *, act_dtype):
-        per_channel = recipe["per_channel_weights"]
-        return QuantMamba2Mixer.from_fp(fp_mixer, scales, per_channel=per_channel, act_dtype=act_dtype)
+    def quantized_mixer(self, config, recipe, *, act_dtype, device=None, act_bits=8):
+        bits, group = recipe.get("weight_bits", 8), recipe.get("group_size", 128)
+        if act_bits == 16:
+            return QuantMamba2MixerFp(config, act_dtype=act_dtype, device=device, group_size=group)
+        return QuantMamba2Mixer(config, act_dtype=act_dtype, device=device, weight_bits=bits, group_size=group)
+
+    def quantize_mixer(self, fp_mixer, scales, recipe, *, act_dtype, act_bits=8, linears=None):
+        group = recipe.get("group_size", 128)
+        if act_bits == 16:
+            return QuantMamba2MixerFp.from_fp(fp_mixer, group_size=group, linears=linears, act_dtype=act_dtype)
+        return QuantMamba2Mixer.from_fp(
+            fp_mixer, scales, per_channel=recipe["per_channel_weights"], act_dtype=act_dtype,
+            weight_bits=recipe.get("weight_bits", 8), group_size=group, linears=linears,
+        )  # fmt: skip
 
     def state_shapes(self, config, batch):
         return (

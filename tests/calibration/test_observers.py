@@ -66,6 +66,12 @@ def test_mean_abs_and_covariance():
     torch.testing.assert_close(c.covariance(), torch.cov(whole.t(), correction=0))
 
 
-def test_non_finite_is_named():
-    with pytest.raises(DataError, match="NaN or Inf.*layers.3.mixer.x"):
-        AbsMax("layers.3.mixer.x").update(torch.tensor([1.0, float("nan")]))
+@pytest.mark.parametrize(
+    "observer",
+    [AbsMax("layers.3.mixer.x"), Percentile(0.9, 4, "layers.3.mixer.x"), ChannelMeanAbs("layers.3.mixer.x"),
+     Covariance("layers.3.mixer.x")],
+)  # fmt: skip
+@pytest.mark.parametrize("bad,kind", [(float("nan"), "NaN"), (float("inf"), "Inf"), (float("-inf"), "Inf")])
+def test_non_finite_is_named(observer, bad, kind):
+    with pytest.raises(DataError, match=f"^layers.3.mixer.x has {kind} "):
+        observer.update(torch.tensor([[1.0, 2.0], [3.0, bad]]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -192,3 +193,107 @@ def test_quamba2_scales_per_cluster_and_group(mamba2, data):
     assert m.B_scale.shape == (c.n_groups,)
     with pytest.raises(UsageError, match="does not apply to mamba1"):
         get_recipe("w8a8-quamba2", "mamba1")
+
+
+# ---------------------------------------------------------------- 4-bit weights
+
+BOUND_W4A16, BOUND_W4A8 = 0.03, 0.05  # issue 9: W4A16 within 3 % of fp32 perplexity, W4A8 (and W4AX) within 5 %
+
+
+@pytest.fixture(scope="module")
+def w4a16_quamba2(mamba2, data):
+    return quantize_model(mamba2, RECIPES["w4a16-quamba2"], data[0], show_progress=False)
+
+
+def _check_reload_and_decode(q, tmp_path):
+    q.save(tmp_path / "q")
+    loaded = QuantizedModel.load(tmp_path / "q")
+    assert loaded.layer_act_bits == q.layer_act_bits
+    ids = torch.randint(0, 256, (1, 40), generator=torch.Generator().manual_seed(4))
+    full = q(ids)
+    assert torch.equal(loaded(ids), full)
+    _, state = q.prefill(ids[:, :30])
+    for t in range(30, 40):
+        step, state = q.step(ids[:, t], state)
+        assert float((step - full[:, t]).abs().max()) < 0.05 * float(full.abs().max())
+
+
+def test_w4a16_quamba2_within_bound(w4a16_quamba2, mamba2, data, tmp_path):
+    assert abs(_rel(w4a16_quamba2, mamba2, data[1])) <= BOUND_W4A16
+    mixer = w4a16_quamba2.layers[0].mixer
+    assert mixer.in_proj.qweight.dtype == torch.uint8 and mixer.in_proj.scales.dtype == torch.float16
+    assert mixer.conv_weight.dtype == torch.float16  # fp16 activations through the mixer
+    _check_reload_and_decode(w4a16_quamba2, tmp_path)
+
+
+def test_gptq_beats_rtn_perplexity(w4a16_quamba2, mamba2, data):
+    """The same recipe (transforms, grid, group) with round-to-nearest weights: GPTQ is better."""
+    rtn = quantize_model(mamba2, dataclasses.replace(RECIPES["w4a16-quamba2"], weight_method="rtn"), data[0],
+                         show_progress=False)  # fmt: skip
+    assert _rel(w4a16_quamba2, mamba2, data[1]) < _rel(rtn, mamba2, data[1])
+
+
+@pytest.mark.parametrize(("fixture", "name"), [("mamba2", "w4a8-quamba2"), ("mamba1", "w4a8-mambaquant"),
+                                               ("mamba1", "w4a16-rtn")])  # fmt: skip
+def test_4bit_recipes_within_bound(request, fixture, name, data, tmp_path):
+    model = request.getfixturevalue(fixture)
+    q = quantize_model(model, RECIPES[name], data[0], show_progress=False)
+    bound = BOUND_W4A16 if RECIPES[name].act_bits == 16 else BOUND_W4A8
+    assert abs(_rel(q, model, data[1])) <= bound
+    _check_reload_and_decode(q, tmp_path)
+
+
+def test_w4ax_respects_its_budget_and_records_the_choice(mamba2, data, tmp_path):
+    from jetmamba.calibration.quantize import with_w4a16_budget
+
+    recipe = with_w4a16_budget(RECIPES["w4ax-quamba2"], "2")
+    q = quantize_model(mamba2, recipe, data[0][:8], show_progress=False)
+    chosen = q.provenance.calibration["w4ax"]
+    assert q.layer_act_bits.count(16) == 2 and len(chosen["sensitivity"]) == 4
+    # the two layers whose W4A8 raised the calibration loss most are the W4A16 ones
+    most = sorted(range(4), key=lambda i: -chosen["sensitivity"][i])[:2]
+    assert sorted(most) == chosen["w4a16_layers"] == [i for i, b in enumerate(q.layer_act_bits) if b == 16]
+    assert {b.mixer.conv_weight.dtype for b in q.layers} == {torch.int8, torch.float16}
+    _check_reload_and_decode(q, tmp_path)
+    assert with_w4a16_budget(RECIPES["w4ax-quamba2"], "25%").w4a16_fraction == 0.25
+    for bad in ("-1", "1.5", "x"):
+        with pytest.raises(UsageError):
+            with_w4a16_budget(RECIPES["w4ax-quamba2"], bad)
+    with pytest.raises(UsageError):
+        with_w4a16_budget(RECIPES["w4a8-quamba2"], "1")
+
+
+def test_4bit_weight_bytes(w4a16_quamba2):
+    c = w4a16_quamba2.config
+    in_n, in_k = c.d_inner + c.conv_dim + c.n_heads, c.d_model  # K 192: groups of 64
+    out_n, out_k = c.d_model, c.d_inner  # K 384: groups of 128
+    per_layer = in_n * in_k // 2 + in_n * (in_k // 64) * 2 + out_n * out_k // 2 + out_n * (out_k // 128) * 2
+    per_layer += c.conv_dim * c.d_conv * 2  # fp16 conv weights
+    head_and_table = 2 * c.vocab_size * c.d_model * 2
+    assert w4a16_quamba2.weight_bytes() == c.n_layer * per_layer + head_and_table
+
+
+def test_format_version_1_still_loads(quamba, tmp_path):
+    quamba.save(tmp_path / "q")
+    path = tmp_path / "q" / "quantized.json"
+    manifest = json.loads(path.read_text())
+    assert manifest["format_version"] == 2 and manifest["layer_act_bits"] == [8] * 4
+    manifest["format_version"] = 1
+    del manifest["layer_act_bits"]
+    path.write_text(json.dumps(manifest))
+    ids = torch.randint(0, 256, (1, 20), generator=torch.Generator().manual_seed(5))
+    assert torch.equal(QuantizedModel.load(tmp_path / "q")(ids), quamba(ids))
+    manifest["format_version"] = 3
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="format_version"):
+        QuantizedModel.load(tmp_path / "q")
+
+
+def test_4bit_recipe_refuses_k_without_int4_groups(data):
+    from jetmamba.calibration.arch import Mamba1Config
+    from jetmamba.calibration.model import MambaLM
+
+    config = Mamba1Config(d_model=40, n_layer=1, vocab_size=256, d_inner=80, d_state=4, dt_rank=3)
+    model = MambaLM(config).init_weights(0)
+    with pytest.raises(UnsupportedError, match="multiple of 32"):
+        quantize_model(model, RECIPES["w4a16-rtn"], data[0][:2], show_progress=False)

@@ -190,6 +190,11 @@ def _calib_args(p):
     p.add_argument("--calib-seq-len", type=_int_at_least(2), default=512, help="tokens per window (default 512)")
     p.add_argument("--seed", type=int, default=0, help="seed of the window sampling (default 0)")
     p.add_argument("--batch-size", type=_int_at_least(1), default=8, help="windows per calibration pass (default 8)")
+    p.add_argument(
+        "--w4a16-layers", metavar="N|FRACTION",
+        help="W4AX recipes: how many layers keep fp16 activations (W4A16), the most sensitive ones on the "
+        "calibration data; a count (12) or a fraction of the layers (0.25, 25%%); default: the recipe's quarter",
+    )  # fmt: skip
 
 
 def _quantize_args(p):
@@ -229,10 +234,12 @@ def _quantizable(ckpt, args):
 
 def _quantize_one(args, ckpt, model, recipe_name, windows, calib_info):
     """Quantize ``model`` (consumed: rewritten in place and released layer by layer)."""
-    from jetmamba.calibration.quantize import quantize_model
+    from jetmamba.calibration.quantize import quantize_model, with_w4a16_budget
     from jetmamba.calibration.recipes import get_recipe
 
     recipe = get_recipe(recipe_name, ckpt.config.arch)
+    if args.w4a16_layers is not None and recipe.mixed_activations:
+        recipe = with_w4a16_budget(recipe, args.w4a16_layers)
     info = {**calib_info, "samples": args.samples, "seq_len": args.calib_seq_len, "seed": args.seed}
     q = quantize_model(
         model, recipe, windows, batch_size=args.batch_size, show_progress=not args.quiet, provenance=info, inplace=True
@@ -253,7 +260,11 @@ def _quantize(args) -> int:
     ckpt = open_checkpoint(args.model)
     if out.resolve() == ckpt.path.resolve():
         raise UsageError("--out must not be the checkpoint directory itself")
-    get_recipe(args.recipe, ckpt.config.arch)  # refuse a bad recipe before any work
+    recipe = get_recipe(args.recipe, ckpt.config.arch)  # refuse a bad recipe (or budget) before any work
+    if args.w4a16_layers is not None:
+        from jetmamba.calibration.quantize import w4a16_budget, with_w4a16_budget
+
+        w4a16_budget(with_w4a16_budget(recipe, args.w4a16_layers), ckpt.config.n_layer)
     tokenizer = None if args.calib == "self" else ckpt.tokenizer(args.tokenizer)  # none needed to sample
     model = _quantizable(ckpt, args)
     n_params = model.num_parameters()
@@ -272,6 +283,7 @@ def _quantize(args) -> int:
         "fp16_weight_bytes": 2 * n_params,
         "calibration": q.provenance.calibration,
         "saturation": sat,
+        "layer_act_bits": q.layer_act_bits,
     }
     worst = sorted(sat.items(), key=lambda kv: -kv[1])[:3]
     text = "\n".join(
@@ -283,6 +295,14 @@ def _quantize(args) -> int:
             f"  saturation   {sum(sat.values())} calibration values clipped to int8 at {len(sat)} tensors"
             + (": " + ", ".join(f"{k} {v}" for k, v in worst) if worst else ""),
         ]
+        + (
+            [
+                f"  activations  W4A16 in layers {[i for i, b in enumerate(q.layer_act_bits) if b == 16]}, "
+                "W4A8 in the others"
+            ]
+            if recipe.mixed_activations
+            else []
+        )
     )
     _emit(args, payload, text)
     return 0
@@ -363,6 +383,10 @@ def _compile_args(p):
     p.add_argument("--dtype", choices=("fp16", "fp32"),
                    help="float type of an unquantized bundle (default fp16, what the device runs; fp32 checks "
                         "the graph against the fp model on a CPU); a QuantizedModel keeps its own")  # fmt: skip
+    p.add_argument("--ssm-state", choices=("fp16", "fp32", "int8"), default="fp16",
+                   help="dtype of the SSM state the graph takes and gives (default fp16; fp32 for CPU checks; int8, "
+                        "Mamba1 QuantizedModels only: codes plus a dynamic scale per channel, ssm_state_scale.{i}: "
+                        "d_state + 4 bytes a channel each way instead of 2 d_state)")  # fmt: skip
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     _add_output_args(p)
 
@@ -396,8 +420,9 @@ def _compile(args) -> int:
         model = load_model(open_checkpoint(path), dtype=dtype, show_progress=not args.quiet)  # or a clear error
     tok = path / "tokenizer.json"
     tokenizer_file = tok if tok.is_file() else None
+    state = {"fp16": "float16", "fp32": "float32", "int8": "int8"}[args.ssm_state]
     manifest = write_bundle(model, out, board=args.board, tokenizer_file=tokenizer_file, source=str(path),
-                            dtype=dtype)  # fmt: skip
+                            dtype=dtype, ssm_state_dtype=state)  # fmt: skip
     seconds = time.perf_counter() - start
     recipe = manifest["recipe"]["name"]
     total = sum(f["bytes"] for f in manifest["files"].values())
@@ -411,6 +436,62 @@ def _compile(args) -> int:
     ])  # fmt: skip
     _emit(args, payload, text)
     return 0
+
+
+# ---------------------------------------------------------------- build
+
+
+def _build_args(p):
+    p.add_argument("--bundle", required=True, metavar="DIR", help="a bundle from jetmamba compile (verified first)")
+    p.add_argument("--max-prompt", type=_int_at_least(1), default=2048,
+                   help="longest prompt (prefill chunk) the engine accepts (default 2048); run / bench must "
+                        "use the same value to find this engine")  # fmt: skip
+    p.add_argument("--max-batch", type=_int_at_least(1), default=1, help="most sequences per call (default 1)")
+    p.add_argument("--opt-level", type=int, choices=range(6), default=3, metavar="0-5",
+                   help="TensorRT builder optimization level: higher builds longer for a faster engine "
+                        "(default 3, TensorRT's own)")  # fmt: skip
+    p.add_argument("--device", type=_int_at_least(0), default=0, help="CUDA device (default 0)")
+    p.add_argument("--verify", action="store_true",
+                   help="then run seeded prompts through TensorRT and ONNX Runtime and compare logits and greedy "
+                        "tokens; exit 1 on a mismatch")  # fmt: skip
+    p.add_argument("--force", action="store_true", help="rebuild the plugin library and the engine even if cached")
+    p.add_argument("--trust-bundle-plugins", action="store_true",
+                   help="build the bundle's own plugin sources where they differ from this jetmamba's (that runs "
+                        "the bundle author's code: only for bundles you trust)")  # fmt: skip
+    _add_output_args(p)
+
+
+def _build(args) -> int:
+    from jetmamba.compiler.bundle import verify_bundle
+    from jetmamba.runtime.backends.tensorrt import unavailable_reason
+    from jetmamba.runtime.build import (
+        TensorRTUnavailableError,
+        ensure_engine,
+        format_verify,
+        plugin_source_root,
+        verify_build,
+    )
+    from jetmamba.runtime.engine import EngineOptions
+
+    verify_bundle(args.bundle)  # a clear error for anything that is not an intact bundle
+    plugin_source_root(args.bundle, trust_bundle_sources=args.trust_bundle_plugins)  # never run a bundle's code
+
+    reason = unavailable_reason()  # checked before anything is written
+    if reason is not None:
+        raise TensorRTUnavailableError(f"jetmamba build needs TensorRT and a CUDA device: {reason}")
+    options = EngineOptions(max_prompt=args.max_prompt, max_batch=args.max_batch, opt_level=args.opt_level)
+    result = ensure_engine(args.bundle, options, device=args.device, force=args.force, quiet=args.quiet,
+                           verbose=args.verbose, trust_bundle_sources=args.trust_bundle_plugins)  # fmt: skip
+    how = "found in the cache" if result.cached else f"built in {result.seconds:.1f} s"
+    lines = [f"engine {result.engine}  ({how})", f"  plugin library {result.plugin_library}",
+             f"  TensorRT {result.target.tensorrt_version} on {result.target.gpu_name} "
+             f"(sm {result.target.compute_capability}), max prompt {options.max_prompt}, max batch "
+             f"{options.max_batch}, opt level {options.opt_level}"]  # fmt: skip
+    if args.verify:
+        result.verify = verify_build(args.bundle, result, device=args.device, quiet=args.quiet)
+        lines.append(format_verify(result.verify))
+    _emit(args, result.to_dict(), "\n".join(lines))
+    return 0 if result.verify is None or result.verify.ok else 1
 
 
 # ---------------------------------------------------------------- inspect
@@ -481,6 +562,92 @@ def _plan(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- run
+
+
+def _run_args(p):
+    p.add_argument("--bundle", required=True, metavar="DIR", help="a bundle from jetmamba compile (verified first)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompt", metavar="TEXT", help="the text to continue")
+    source.add_argument("--prompt-file", metavar="FILE", help="the text to continue: this UTF-8 file, exactly")
+    source.add_argument("--interactive", action="store_true",
+                        help="read prompts from stdin, one per line, each from a fresh state; EOF (Ctrl-D) or "
+                             "Ctrl-C ends")  # fmt: skip
+    p.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto",
+                   help="auto (default): TensorRT where it can run, else ONNX Runtime")  # fmt: skip
+    p.add_argument("--max-new-tokens", type=_int_at_least(1), default=128, metavar="N",
+                   help="tokens to generate (default 128)")  # fmt: skip
+    p.add_argument("--temperature", type=float, default=0.0, metavar="T",
+                   help="0 (default): greedy, the most likely token each step; T > 0: sample from "
+                        "softmax(logits / T)")  # fmt: skip
+    p.add_argument("--top-k", type=int, metavar="K", help="sample among the K most likely tokens only")
+    p.add_argument("--top-p", type=float, default=1.0, metavar="P",
+                   help="sample among the fewest most likely tokens whose probability reaches P, in (0, 1] "
+                        "(default 1: all)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, metavar="S",
+                   help="sampling seed: the same seed gives the same text (default 0)")  # fmt: skip
+    p.add_argument("--stop", action="extend", nargs="+", default=[], metavar="STR",
+                   help="end the text before the first of these strings (e.g. --stop $'\\n\\n')")  # fmt: skip
+    p.add_argument("--ignore-eos", action="store_true", help="keep generating past the tokenizer's end-of-text token")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object per prompt (text, tokens, stop reason, timings) instead of "
+                        "streaming")  # fmt: skip
+    p.add_argument("-q", "--quiet", action="store_true", help="no stats line on stderr")
+
+
+def _run(args) -> int:
+    from dataclasses import replace
+
+    from jetmamba.runtime.backends import open_backend
+    from jetmamba.runtime.generate import GenerationConfig, eos_token_ids, generate
+    from jetmamba.runtime.run import bundle_tokenizer, encode_prompt, format_stats, read_prompt_file, report
+
+    config = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                              top_p=args.top_p, seed=args.seed, stop=tuple(args.stop),
+                              ignore_eos=args.ignore_eos)  # fmt: skip
+    config.validate()  # bad settings are refused before the bundle is read
+    prompt = read_prompt_file(args.prompt_file) if args.prompt_file is not None else args.prompt
+    if prompt == "":
+        raise UsageError("--prompt is empty: give some text to continue")
+    with open_backend(args.bundle, args.backend) as backend:
+        from jetmamba.compiler.bundle import verify_bundle
+
+        manifest = getattr(backend, "manifest", None) or verify_bundle(args.bundle)
+        tokenizer = bundle_tokenizer(args.bundle, manifest, backend.config.vocab_size)
+        config = replace(config, eos_token_ids=eos_token_ids(tokenizer))
+
+        def stream(piece: str) -> None:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+
+        def one(text: str) -> None:
+            result = generate(backend, encode_prompt(tokenizer, text), config, tokenizer=tokenizer,
+                              on_text=None if args.json else stream)  # fmt: skip
+            r = report(result, prompt=text, bundle=args.bundle, backend=backend.name, config=config)
+            if args.json:
+                print(json.dumps(r), flush=True)
+                return
+            stream("\n")
+            if not args.quiet:
+                print(format_stats(r), file=sys.stderr, flush=True)
+
+        if not args.interactive:
+            one(prompt)
+            return 0
+        try:  # each line a prompt; EOF or Ctrl-C (while reading or generating) ends the session
+            while True:
+                if sys.stdin.isatty() and not args.quiet:
+                    print("> ", end="", file=sys.stderr, flush=True)
+                line = sys.stdin.readline()
+                if not line:
+                    break
+                if line.strip():
+                    one(line.rstrip("\r\n"))
+        except KeyboardInterrupt:
+            print(file=sys.stderr)
+    return 0
+
+
 # ---------------------------------------------------------------- kernels
 
 
@@ -516,32 +683,104 @@ def _kernels(args) -> int:
 
 
 def _bench_args(p):
-    p.add_argument("--kernels", action="store_true", required=True,
-                   help="time every kernel's launcher on one decode step and one prefill chunk of a real layer "
-                        "(Mamba-2.8B, Mamba2-2.7B): achieved bandwidth against the GPU's peak")  # fmt: skip
-    p.add_argument(
-        "--backend",
-        choices=("gpu", "emu"),
-        default="gpu",
-        help="gpu: the local CUDA GPU (default); emu: the CPU emulator on tiny shapes, a smoke test",
-    )
-    p.add_argument("--repeats", type=_int_at_least(1), default=50, help="timed launches per case (default 50)")
-    p.add_argument("--only", metavar="K1,K2", help="a comma-separated subset of the kernels")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--kernels", action="store_true",
+                      help="time every kernel's launcher on one decode step and one prefill chunk of a real layer "
+                           "(Mamba-2.8B, Mamba2-2.7B): achieved bandwidth against the GPU's peak")  # fmt: skip
+    what.add_argument("--bundle", metavar="B",
+                      help="benchmark a bundle on a backend: time to first token, time per output token "
+                           "(p50/p90/p99), tokens/s, peak memory, and on a Jetson power and energy per token, beside "
+                           "the roofline floors of `jetmamba plan`")  # fmt: skip
+    p.add_argument("--backend", metavar="NAME",
+                   help="with --kernels: gpu (the local CUDA GPU, default) or emu (the CPU emulator on tiny shapes, a "
+                        "smoke test); with --bundle: auto (default), onnxruntime or tensorrt")  # fmt: skip
+    p.add_argument("--repeats", type=_int_at_least(1),
+                   help="with --kernels: timed launches per case (default 50); with --bundle: timed runs per prompt "
+                        "length (default 3)")  # fmt: skip
+    p.add_argument("--only", metavar="K1,K2", help="--kernels: a comma-separated subset of the kernels")
+    bundle = p.add_argument_group("--bundle options")
+    bundle.add_argument("--prompt-len", default="64,512,2048", metavar="N1,N2",
+                        help="prompt lengths in tokens, comma-separated (default 64,512,2048)")  # fmt: skip
+    bundle.add_argument("--gen-len", type=_int_at_least(1), default=128,
+                        help="tokens generated per run: the prefill's, then decode steps (default 128)")  # fmt: skip
+    bundle.add_argument("--batch", type=_int_at_least(1), default=1, help="sequences per run (default 1)")
+    bundle.add_argument("--warmup", type=_int_at_least(0), default=1, help="untimed runs per prompt length (default 1)")
+    bundle.add_argument("--seed", type=int, default=0, help="seed of the random prompts (default 0)")
+    bundle.add_argument("--plot", metavar="OUT.png",
+                        help="also write latency vs prompt length (TTFT, TPOT and their floors) as a PNG; needs "
+                             "matplotlib (pip install 'jetmamba[plot]')")  # fmt: skip
     _add_output_args(p)
 
 
+KERNEL_BACKENDS = ("gpu", "emu")
+BUNDLE_BACKENDS = ("auto", "onnxruntime", "tensorrt")
+
+
 def _bench(args) -> int:
+    if args.kernels == (args.bundle is not None):
+        raise UsageError("bench needs exactly one of --kernels (time the CUDA kernels) or --bundle B (a bundle)")
+    if args.kernels:
+        return _bench_kernels(args)
+    return _bench_bundle(args)
+
+
+def _bench_kernels(args) -> int:
     from jetmamba.plugins import bench
 
+    backend = args.backend or "gpu"
+    if backend not in KERNEL_BACKENDS:
+        raise UsageError(f"--kernels --backend {backend}: choose from {', '.join(KERNEL_BACKENDS)}")
     only = [k.strip() for k in args.only.split(",")] if args.only else None
     unknown = sorted(set(only or ()) - set(bench.KERNELS))
     if unknown:
         raise UsageError(f"--only: unknown kernels {unknown}; choose from {', '.join(bench.KERNELS)}")
     progress = None if args.quiet else (lambda what: print(f"timing {what}", file=sys.stderr))
-    shapes = "real" if args.backend == "gpu" else "tiny"
-    report = bench.run(args.backend, shapes, args.repeats, only, progress)
+    shapes = "real" if backend == "gpu" else "tiny"
+    report = bench.run(backend, shapes, args.repeats or 50, only, progress)
     _emit(args, report, bench.format_report(report))
     return 0
+
+
+def _bench_bundle(args) -> int:
+    from pathlib import Path
+
+    from jetmamba.runtime.bench import BenchConfig, format_report, parse_lengths, plot_report, run_bench
+
+    backend = args.backend or "auto"
+    if backend not in BUNDLE_BACKENDS:
+        raise UsageError(f"--bundle --backend {backend}: choose from {', '.join(BUNDLE_BACKENDS)}")
+    if args.only:
+        raise UsageError("--only selects kernels: it goes with --kernels, not --bundle")
+    if args.plot:
+        from jetmamba.runtime.bench import _matplotlib
+
+        _matplotlib()  # a missing matplotlib is an error before minutes of benchmarking, not after
+    config = BenchConfig(bundle=Path(args.bundle), backend=backend, prompt_lens=parse_lengths(args.prompt_len),
+                         gen_len=args.gen_len, batch=args.batch, warmup=args.warmup, repeats=args.repeats or 3,
+                         seed=args.seed)  # fmt: skip
+    report = run_bench(config, show_progress=not args.quiet)
+    for warning in report["warnings"]:
+        print(f"jetmamba: warning: {warning}", file=sys.stderr)
+    if args.plot:
+        plot_report(report, args.plot)
+    _emit(args, report, format_report(report))
+    return 0
+
+
+# ---------------------------------------------------------------- doctor
+
+
+def _doctor_args(p):
+    p.add_argument("--bundle", metavar="B", help="also check that this bundle verifies and was compiled for this GPU")
+    _add_output_args(p)
+
+
+def _doctor(args) -> int:
+    from jetmamba.runtime.doctor import format_doctor, run_doctor
+
+    report = run_doctor(args.bundle)
+    _emit(args, report, format_doctor(report))
+    return 0  # the checks ran: what is missing is in the report, not the exit status
 
 
 # ---------------------------------------------------------------- parser
@@ -599,6 +838,17 @@ COMMANDS = (
         _compile,
     ),
     Command(
+        "run",
+        "generate text from a bundle: greedy or sampled (temperature, top-k, top-p, seed), stop strings and "
+        "EOS, streamed to stdout, TTFT and decode speed to stderr",
+        "jetmamba run --bundle mamba1-w8a8.bundle --prompt 'The history of ' --max-new-tokens 64\n"
+        "  jetmamba run --bundle mamba1-w8a8.bundle --prompt-file prompt.txt --temperature 0.8 --top-p 0.95 --seed 1\n"
+        "  jetmamba run --bundle mamba1-w8a8.bundle --interactive --stop $'\\n'\n"
+        "  jetmamba run --bundle mamba1-w8a8.bundle --prompt 'Hello' --json | python -m json.tool",
+        _run_args,
+        _run,
+    ),
+    Command(
         "kernels",
         "the CUDA kernels: 'kernels build' compiles them for Jetson archs and reports registers and spills",
         "jetmamba kernels build --arch sm_87,sm_110\n  jetmamba kernels build --toolchain nvrtc --arch sm_87 --json",
@@ -607,10 +857,30 @@ COMMANDS = (
     ),
     Command(
         "bench",
-        "benchmarks: 'bench --kernels' times each CUDA kernel and its achieved memory bandwidth",
-        "jetmamba bench --kernels --json\n  jetmamba bench --kernels --backend emu   # no GPU: a smoke test",
+        "benchmarks: 'bench --bundle B' measures a bundle's latency, throughput, memory and (on a Jetson) "
+        "energy beside the roofline floors; 'bench --kernels' times each CUDA kernel and its achieved bandwidth",
+        "jetmamba bench --bundle mamba1-w8a8.bundle --backend onnxruntime --prompt-len 64,512 --plot bench.png\n"
+        "  jetmamba bench --bundle B --json | python -m json.tool\n"
+        "  jetmamba bench --kernels --json\n  jetmamba bench --kernels --backend emu   # no GPU: a smoke test",
         _bench_args,
         _bench,
+    ),
+    Command(
+        "doctor",
+        "what this machine has for running bundles (JetPack/L4T, board, power mode, clocks, CUDA, GPU, TensorRT, "
+        "cuda-python, ONNX Runtime, cmake, plugin library), with the fix for each missing piece",
+        "jetmamba doctor\n  sudo jetmamba doctor --bundle mamba1-w8a8.bundle --json",
+        _doctor_args,
+        _doctor,
+    ),
+    Command(
+        "build",
+        "on the device: build a bundle's TensorRT plugin library (CMake) and engine (prefill and decode "
+        "profiles), cached next to the bundle; --verify compares it with ONNX Runtime",
+        "jetmamba build --bundle mamba1-w8a8.bundle --verify\n"
+        "  jetmamba build --bundle mamba1-w8a8.bundle --max-prompt 4096 --opt-level 5 --json",
+        _build_args,
+        _build,
     ),
     Command(
         "inspect",
@@ -663,7 +933,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="jetmamba: %(message)s")
     with _sigterm_unwinds():
-        return _run(args)
+        return _dispatch(args)
 
 
 class Terminated(BaseException):
@@ -691,7 +961,7 @@ def _sigterm_unwinds():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run(args) -> int:
+def _dispatch(args) -> int:
     try:
         return args.run(args)
     except Terminated:

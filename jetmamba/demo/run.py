@@ -12,7 +12,10 @@ its training text. Each stage that exists runs and is reported:
    itself (``--calib self``: the demo ships no calibration text), and compare each recipe's
    held-out perplexity with the fp model's;
 6. compile the best recipe and the unquantized fp16 baseline to bundles (in a temporary
-   directory), run both through ONNX Runtime and check them against the models they came from.
+   directory), run both through ONNX Runtime and check them against the models they came from;
+7. deploy the best recipe's bundle as the device would: generate text from it on the best backend
+   available here (TensorRT where it runs, else ONNX Runtime), a short ``bench`` run, and the plan
+   for Orin Nano (memory fit and roofline floors) beside the measured figures.
 
 ``jetmamba demo --model BUNDLE`` runs stages 2-4 on a bundle instead, through ONNX Runtime.
 """
@@ -32,14 +35,15 @@ from jetmamba import __version__
 from jetmamba.calibration.checkpoint import load_model, open_checkpoint
 from jetmamba.calibration.data import read_text, tokenize
 from jetmamba.calibration.evaluate import perplexity
-from jetmamba.calibration.generate import generate
 from jetmamba.errors import JetmambaError
+from jetmamba.runtime.generate import generate
 
 HELDOUT_SEQ_LEN = 256
 DECODE_CHECK_PROMPT, DECODE_CHECK_STEPS = 64, 32
 DECODE_CHECK_TOLERANCE = 1e-3  # max |logit difference|, fp32
 PROMPT = "ROMEO:\n"
 NEW_TOKENS = 240
+DEPLOY_NEW_TOKENS = 120  # generated from the compiled bundle at the end
 TEMPERATURE = 0.8
 CALIB_WINDOWS, CALIB_SEQ_LEN = 64, 256  # self-sampled calibration text, bytes
 QUANT_TOLERANCE_PERCENT = 3.0  # a non-naive recipe further than this from fp fails the demo
@@ -98,8 +102,8 @@ def quantize_compare(ckpt, tokens: torch.Tensor, base_ppl: float, seed: int, sho
     windows = self_calibration_windows(load_model(ckpt), CALIB_WINDOWS, CALIB_SEQ_LEN, seed)
     rows, best = [], None
     for name, recipe in RECIPES.items():
-        if arch not in recipe.archs:
-            continue
+        if arch not in recipe.archs or (recipe.weight_bits, recipe.act_bits) != (8, 8):
+            continue  # the 4-bit recipes take GPTQ's time; `jetmamba compare` covers them
         start = time.perf_counter()
         q = quantize_model(load_model(ckpt), recipe, windows, show_progress=show_progress, inplace=True)
         ppl = perplexity(q, tokens, HELDOUT_SEQ_LEN, show_progress=show_progress).perplexity
@@ -116,7 +120,7 @@ def quantize_compare(ckpt, tokens: torch.Tensor, base_ppl: float, seed: int, sho
     return report, best
 
 
-def compile_check(ckpt, best, tokens: torch.Tensor, base_ppl: float, show_progress: bool) -> dict:
+def compile_check(ckpt, best, tokens: torch.Tensor, base_ppl: float, show_progress: bool, seed: int = 0) -> dict:
     """The best recipe's QuantizedModel and the fp16 baseline compiled to bundles for Orin Nano,
     each evaluated through ONNX Runtime against the model it came from."""
     import tempfile
@@ -130,7 +134,7 @@ def compile_check(ckpt, best, tokens: torch.Tensor, base_ppl: float, show_progre
         runnable = False  # the bundles are still written and verified; nothing runs them
     else:
         runnable = True
-    rows = []
+    rows, deployed = [], None
     with tempfile.TemporaryDirectory(prefix="jetmamba-demo-") as tmp:
         for kind, model, want in (("quantized", q, q_ppl), ("fp16", load_model(ckpt), base_ppl)):
             start = time.perf_counter()
@@ -143,6 +147,8 @@ def compile_check(ckpt, best, tokens: torch.Tensor, base_ppl: float, show_progre
                 _, graph = load_bundle(out)
                 ppl = perplexity(graph, tokens, HELDOUT_SEQ_LEN, show_progress=show_progress).perplexity
                 delta = 100 * (ppl / want - 1)
+            if runnable and kind == "quantized":
+                deployed = deploy_check(out, ckpt.tokenizer(), seed)
             rows.append({
                 "bundle": manifest["recipe"]["name"], "against": "simulation" if kind == "quantized" else "fp32 model",
                 "perplexity": ppl, "delta_percent": delta, "compile_seconds": seconds,
@@ -151,7 +157,37 @@ def compile_check(ckpt, best, tokens: torch.Tensor, base_ppl: float, show_progre
             })  # fmt: skip
     runtime = "ONNX Runtime (CPU)" if runnable else "nothing: onnxruntime is not installed (pip install onnxruntime)"
     return {"board": "orin-nano-8gb", "runtime": runtime, "ran": runnable,
-            "tolerance_percent": BUNDLE_TOLERANCE_PERCENT, "bundles": rows}  # fmt: skip
+            "tolerance_percent": BUNDLE_TOLERANCE_PERCENT, "bundles": rows, "deploy": deployed}  # fmt: skip
+
+
+def deploy_check(bundle: Path, tokenizer, seed: int) -> dict:
+    """The bundle as the device runs it: text generated through the best backend here, a short
+    benchmark (one 64-token prompt, 32 new tokens), and the plan for the bundle's board beside it."""
+    from jetmamba.boards import load_board
+    from jetmamba.runtime.backends import open_backend
+    from jetmamba.runtime.bench import BenchConfig, run_bench
+    from jetmamba.runtime.plan import make_plan, read_model_source
+
+    with open_backend(bundle, "auto") as backend:
+        gen = generate(backend, tokenizer.encode(PROMPT), max_new_tokens=DEPLOY_NEW_TOKENS,
+                            temperature=TEMPERATURE, seed=seed, tokenizer=tokenizer)  # fmt: skip
+        bench = run_bench(BenchConfig(bundle=bundle, backend=backend.name, prompt_lens=(64,), gen_len=32,
+                                      warmup=1, repeats=1), show_progress=False, backend=backend)  # fmt: skip
+    source = read_model_source(bundle)
+    board = load_board(bench["floors"]["board"])
+    row = next(r for r in make_plan(source, board, board.power_mode(bench["floors"]["power_mode"])).rows
+               if r.recipe == source.recipe)  # fmt: skip
+    result = bench["results"][0]
+    return {
+        "backend": backend.name,
+        "text": gen.text,
+        "new_tokens": len(gen.tokens),
+        "bench": {"prompt_len": result["prompt_len"], "ttft_ms": result["ttft_ms"]["median"],
+                  "tpot_ms_p50": result["tpot_ms"]["p50"], "decode_tokens_per_s": result["decode_tokens_per_s"]},
+        "plan": {"board": board.name, "power_mode": row.power_mode, "recipe": row.recipe, "fits": row.fits,
+                 "total_bytes": row.total_bytes, "ttft_floor_ms": result["floor"]["ttft_ms"],
+                 "decode_floor_ms": row.decode_floor_ms},
+    }  # fmt: skip
 
 
 def run_demo(seed: int = 0, show_progress: bool = True) -> dict:
@@ -163,10 +199,17 @@ def run_demo(seed: int = 0, show_progress: bool = True) -> dict:
 
     ppl = perplexity(model, tokens, HELDOUT_SEQ_LEN, show_progress=show_progress)
     check = decode_check(model, tokens)
-    gen = generate(model, tokenizer.encode(PROMPT), NEW_TOKENS, temperature=TEMPERATURE, seed=seed)
+    gen = generate(
+        model,
+        tokenizer.encode(PROMPT),
+        max_new_tokens=NEW_TOKENS,
+        temperature=TEMPERATURE,
+        seed=seed,
+        tokenizer=tokenizer,
+    )
     quant, best = quantize_compare(ckpt, tokens, ppl.perplexity, seed, show_progress)
     quant_ok = all(r["ok"] for r in quant["recipes"])
-    compiled = compile_check(ckpt, best, tokens, ppl.perplexity, show_progress)
+    compiled = compile_check(ckpt, best, tokens, ppl.perplexity, show_progress, seed)
     compile_ok = all(r["ok"] for r in compiled["bundles"])
     final = training["history"][-1] if training.get("history") else {}
     report = {
@@ -186,7 +229,7 @@ def run_demo(seed: int = 0, show_progress: bool = True) -> dict:
         "decode_check": check,
         "generation": {
             "prompt": PROMPT,
-            "text": tokenizer.decode(gen.tokens),
+            "text": gen.text,
             "new_tokens": len(gen.tokens),
             "temperature": TEMPERATURE,
             "seed": seed,
@@ -199,6 +242,7 @@ def run_demo(seed: int = 0, show_progress: bool = True) -> dict:
             "load": "ok", "evaluate": "ok", "decode": "ok" if check["ok"] else "FAILED", "generate": "ok",
             "quantize": "ok" if quant_ok else "FAILED",
             "compile": ("ok" if compiled["ran"] else "ok (not run)") if compile_ok else "FAILED",
+            "deploy": "ok" if compiled["deploy"] is not None else "not run (no onnxruntime)",
         },
     }  # fmt: skip
     if not check["ok"]:
@@ -234,7 +278,14 @@ def run_bundle_demo(bundle, seed: int = 0, show_progress: bool = True) -> dict:
     tokens = tokenize(read_text(heldout_path()), tokenizer)
     ppl = perplexity(model, tokens, HELDOUT_SEQ_LEN, show_progress=show_progress)
     check = decode_check(model, tokens, nmse_tolerance=BUNDLE_DECODE_NMSE)
-    gen = generate(model, tokenizer.encode(PROMPT), NEW_TOKENS, temperature=TEMPERATURE, seed=seed)
+    gen = generate(
+        model,
+        tokenizer.encode(PROMPT),
+        max_new_tokens=NEW_TOKENS,
+        temperature=TEMPERATURE,
+        seed=seed,
+        tokenizer=tokenizer,
+    )
     report = {
         "jetmamba": __version__,
         "machine": f"{platform.machine()}, onnxruntime (CPU)",
@@ -243,7 +294,7 @@ def run_bundle_demo(bundle, seed: int = 0, show_progress: bool = True) -> dict:
                    "bytes": sum(f["bytes"] for f in manifest["files"].values())},
         "perplexity": {**ppl.to_dict(), "data": "Shakespeare sonnets 18, 29, 55, 60, 73, 116, 130"},
         "decode_check": check,
-        "generation": {"prompt": PROMPT, "text": tokenizer.decode(gen.tokens), "new_tokens": len(gen.tokens),
+        "generation": {"prompt": PROMPT, "text": gen.text, "new_tokens": len(gen.tokens),
                        "temperature": TEMPERATURE, "seed": seed, "prefill_seconds": gen.prefill_seconds,
                        "decode_tokens_per_second": gen.decode_tokens_per_second},
         "stages": {"verify": "ok", "evaluate": "ok", "decode": "ok" if check["ok"] else "FAILED", "generate": "ok"},
@@ -258,7 +309,7 @@ def run_bundle_demo(bundle, seed: int = 0, show_progress: bool = True) -> dict:
 
 def format_bundle_report(r: dict) -> str:
     b, p, c, g = r["bundle"], r["perplexity"], r["decode_check"], r["generation"]
-    sample = textwrap.indent((g["prompt"] + g["text"]).rstrip(), "    | ")
+    sample = textwrap.indent((g["prompt"] + g["text"]).rstrip(), "    | ", lambda _: True)
     return "\n".join([
         f"jetmamba {r['jetmamba']} demo on a bundle  ({r['machine']})",
         f"bundle      {b['path']}: {b['arch']}, {b['recipe']}, for {b['board']}, {b['bytes'] / 1e6:.2f} MB (verified)",
@@ -276,7 +327,7 @@ def format_bundle_report(r: dict) -> str:
 def format_report(r: dict) -> str:
     m, p, c, g, q = r["model"], r["perplexity"], r["decode_check"], r["generation"], r["quantization"]
     c2 = r["compile"]
-    sample = textwrap.indent((g["prompt"] + g["text"]).rstrip(), "    | ")
+    sample = textwrap.indent((g["prompt"] + g["text"]).rstrip(), "    | ", lambda _: True)
     rate = p["tokens"] / p["seconds"] if p["seconds"] > 0 else float("nan")
     return "\n".join(
         [
@@ -310,8 +361,25 @@ def format_report(r: dict) -> str:
                 + f"{x['bytes'] / 1e6:6.2f} MB  {x['compile_seconds']:5.1f} s"
                 for x in c2["bundles"]
             ),
-            "stages      "
-            + "  ".join(f"{k}: {v}" for k, v in r["stages"].items())
-            + "  (the Jetson runtime comes in a later version)",
+            *_deploy_lines(c2["deploy"]),
+            "stages      " + "  ".join(f"{k}: {v}" for k, v in r["stages"].items()),
         ]
     )
+
+
+def _deploy_lines(d: dict | None) -> list[str]:
+    if d is None:
+        return []
+    b, p = d["bench"], d["plan"]
+    sample = textwrap.indent((PROMPT + d["text"]).rstrip(), "    | ", lambda _: True)
+    fits = "fits" if p["fits"] else "does NOT fit"
+    return [
+        f"deploy      {p['recipe']} bundle on {d['backend']}: {d['new_tokens']} bytes generated",
+        sample,
+        f"    bench here   prompt {b['prompt_len']}: TTFT {b['ttft_ms']:.1f} ms, TPOT p50 {b['tpot_ms_p50']:.2f} ms "
+        f"(mean {b['decode_tokens_per_s']:,.0f} tokens/s)",
+        f"    plan         {p['board']} at {p['power_mode']}: {fits} ({p['total_bytes'] / 1e6:.0f} MB with the "
+        f"engine), floors TTFT {p['ttft_floor_ms']:.3f} ms, decode {p['decode_floor_ms']:.3f} ms per token",
+        "    (the floors are the board's bandwidth and compute limits; `jetmamba build` and `bench` on the board "
+        "measure it: docs/jetson.md)",
+    ]

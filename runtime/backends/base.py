@@ -10,7 +10,8 @@ callers keep only the returned one.
 
 Logits come back as fp32 torch tensors on the CPU, whatever the backend, so generation and
 benchmarks are backend-agnostic. ``step`` is ``decode`` under the name the calibration models use,
-so evaluation and :func:`jetmamba.calibration.generate.generate` take a backend like a model.
+so evaluation takes a backend like a model; :func:`jetmamba.runtime.generate.generate` takes either
+(a model through :class:`~jetmamba.runtime.backends.model.ModelBackend`).
 """
 
 from __future__ import annotations

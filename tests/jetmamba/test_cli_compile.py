@@ -115,3 +115,21 @@ def test_eval_refuses_a_tampered_bundle(capsys, tmp_path, qdir, wikitext_test):
     (bundle / "weights.bin").write_bytes(bytes(data))
     code, _, err = run(capsys, "eval", "--model", str(bundle), "--data", str(wikitext_test), "--max-tokens", "512")
     assert code != 0 and "sha256" in err and len(err.strip().splitlines()) == 1
+
+
+def test_compile_and_plan_a_4bit_model(capsys, tmp_path, mamba2_fixture):
+    """A W4AX QuantizedModel compiles (W4A8Linear and W4A16Linear plugins in one graph) and `plan`
+    costs the bundle with its real weights.bin bytes."""
+    q4, bundle = tmp_path / "q4", tmp_path / "b4"
+    argv = ["quantize", "--model", str(mamba2_fixture), "--recipe", "w4ax-quamba2", "--calib", "self"]
+    assert main([*argv, "--samples", "2", "--calib-seq-len", "64", "--out", str(q4), "-q"]) == 0
+    code, _, err = run(capsys, "compile", "--model", str(q4), "--board", "orin-nano-8gb", "--out", str(bundle))
+    assert code == 0, err
+    assert main(["inspect", "--model", str(bundle), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["recipe"] == "w4ax-quamba2" and info["ops"]["jetmamba::W4A16Linear"] == 2  # one W4A16 layer
+    assert info["ops"]["jetmamba::W4A8Linear"] == 6
+    assert main(["plan", "--model", str(bundle), "--board", "orin-nano-8gb", "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)[0]
+    assert (first["recipe"], first["weight_source"]) == ("w4ax-quamba2", "bundle")
+    assert first["weight_bytes"] == (bundle / "weights.bin").stat().st_size

@@ -48,11 +48,11 @@ def test_demo_cli_json_is_parseable():
 
 def test_same_seed_same_text():
     from jetmamba.calibration.checkpoint import load_model, open_checkpoint
-    from jetmamba.calibration.generate import generate
+    from jetmamba.runtime.generate import generate
 
     ckpt = open_checkpoint(model_dir())
     model, prompt = load_model(ckpt), ckpt.tokenizer().encode(PROMPT)
-    a, b, c = (generate(model, prompt, 64, temperature=0.8, seed=s).tokens for s in (3, 3, 4))
+    a, b, c = (generate(model, prompt, max_new_tokens=64, temperature=0.8, seed=s).tokens for s in (3, 3, 4))
     assert a == b and a != c
 
 
@@ -62,6 +62,19 @@ def test_demo_compiles_and_runs_the_bundles(report):
     assert set(rows) == {best, "fp16"} and all(r["ok"] for r in rows.values()), rows
     assert abs(rows[best]["delta_percent"]) <= 0.1 and abs(rows["fp16"]["delta_percent"]) <= 0.5
     assert "compile" in format_report(report)
+
+
+def test_demo_ends_by_deploying_the_bundle(report):
+    """Text generated from the compiled bundle, a short bench run and the plan for Orin Nano."""
+    d = report["compile"]["deploy"]
+    best = report["compile"]["bundles"][0]["bundle"]
+    assert report["stages"]["deploy"] == "ok" and d["backend"] == "onnxruntime"  # no TensorRT here
+    assert d["new_tokens"] > 0 and d["text"]
+    assert d["bench"]["prompt_len"] == 64 and d["bench"]["ttft_ms"] > 0 and d["bench"]["tpot_ms_p50"] > 0
+    assert d["plan"]["board"] == "orin-nano-8gb" and d["plan"]["recipe"] == best and d["plan"]["fits"]
+    assert 0 < d["plan"]["decode_floor_ms"] < d["bench"]["tpot_ms_p50"]  # a floor, below any measurement
+    text = format_report(report)
+    assert "deploy" in text and "plan         orin-nano-8gb" in text
 
 
 def test_demo_on_a_bundle(tmp_path, capsys):
@@ -82,5 +95,6 @@ def test_demo_without_onnxruntime_still_writes_the_bundles(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime raises ImportError
     report = run_demo(show_progress=False)
     assert report["stages"]["compile"] == "ok (not run)" and not report["compile"]["ran"]
+    assert report["compile"]["deploy"] is None and report["stages"]["deploy"].startswith("not run")
     assert all(r["perplexity"] is None and r["bytes"] > 0 for r in report["compile"]["bundles"])
     assert "pip install onnxruntime" in format_report(report)

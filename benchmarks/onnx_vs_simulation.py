@@ -4,6 +4,7 @@ For each fixture and recipe: quantize (calibration on WikiText-2 validation), lo
 function-body graph, evaluate both executors with the eval protocol on the same tokens:
 
     python benchmarks/onnx_vs_simulation.py --max-tokens 32768 --samples 64
+    python benchmarks/onnx_vs_simulation.py --recipes w4a16-rtn,w4a8-quamba2 ...   # a subset
 
 Prints one JSON object per (model, recipe): both perplexities, their relative difference (the
 bundle bound is 0.1 %), lowering time and evaluation times.
@@ -23,6 +24,7 @@ def main() -> int:
     p.add_argument("--max-tokens", type=int, default=32768)
     p.add_argument("--samples", type=int, default=64)
     p.add_argument("--seq-len", type=int, default=512)
+    p.add_argument("--recipes", default="", help="comma-separated recipe names (default: every recipe)")
     args = p.parse_args()
 
     import torch
@@ -43,7 +45,10 @@ def main() -> int:
         calib = sample_windows(tokenize(read_text(shared / "data" / "wikitext2-valid.txt"), tok), args.samples,
                                args.seq_len, seed=0)  # fmt: skip
         tokens = tokenize(read_text(shared / "data" / "wikitext2-test.txt"), tok, args.max_tokens)
-        for recipe in (r for r in RECIPES.values() if ckpt.config.arch in r.archs):
+        chosen = [r for r in RECIPES.values() if ckpt.config.arch in r.archs]
+        if args.recipes:
+            chosen = [r for r in chosen if r.name in args.recipes.split(",")]
+        for recipe in chosen:
             q = quantize_model(load_model(ckpt), recipe, calib, show_progress=False)
             start = time.perf_counter()
             graph = attach_functions(run_pipeline(lower_quantized(q).model()))

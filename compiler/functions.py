@@ -263,11 +263,8 @@ def _scan(b: _Body, state: ir.Value, seq: list[ir.Value], body_fn, n_out: int = 
     return outs[0], outs[1:]
 
 
-def selective_scan(s: Structure, quant: bool = True) -> ir.Function:
-    smooth = "gate_smooth" in s.optional
-    names = ["u", "dt", "A", "B", "C", "D", "z", "dt_bias", "ssm_state"] + (["gate_smooth"] if smooth else [])
-    b = _Body("SelectiveScan" if quant else "SelectiveScanFp", names,
-              {f"{t}_scale": A.FLOAT for t in ("u", "dt", "B", "C", "z")} if quant else {})  # fmt: skip
+def _selective_scan(b: _Body, h0: ir.Value, quant: bool, smooth: bool) -> tuple[ir.Value, ir.Value]:
+    """The Mamba1 scan from the fp32 state h0 [b, d, n]: (y [b, l, d], final h) in fp32."""
     u = b.load("u", _q(quant, "u_scale"))  # [b, l, d]
     dt = b.softplus(b("Add", b.load("dt", _q(quant, "dt_scale")), b["dt_bias"]))
     B, C = b.load("B", _q(quant, "B_scale")), b.load("C", _q(quant, "C_scale"))  # [b, l, n]
@@ -282,14 +279,41 @@ def selective_scan(s: Structure, quant: bool = True) -> ir.Function:
         y = bb("ReduceSum", bb("Mul", h, bb("Unsqueeze", c_t, bb.i64(1))), one, keepdims=0)
         return h, [y]
 
-    h, (y,) = _scan(b, b("Cast", b["ssm_state"], to=FLOAT), [dt, u, B, C], step)
+    h, (y,) = _scan(b, h0, [dt, u, B, C], step)
     y = b("Add", y, b("Mul", u, b["D"]))
     gate = b.silu(z) if not smooth else b("Mul", z, b("Sigmoid", b("Mul", z, b["gate_smooth"])))
-    y = b("Mul", y, gate)
+    return b("Mul", y, gate), h
+
+
+def selective_scan(s: Structure, quant: bool = True) -> ir.Function:
+    smooth = "gate_smooth" in s.optional
+    names = ["u", "dt", "A", "B", "C", "D", "z", "dt_bias", "ssm_state"] + (["gate_smooth"] if smooth else [])
+    b = _Body("SelectiveScan" if quant else "SelectiveScanFp", names,
+              {f"{t}_scale": A.FLOAT for t in ("u", "dt", "B", "C", "z")} if quant else {})  # fmt: skip
+    y, h = _selective_scan(b, b("Cast", b["ssm_state"], to=FLOAT), quant, smooth)
     # the int8 op's y has the state's dtype (none of its inputs carries the graph's float type, so
     # TensorRT's plugin could not know it); the fp variant's has its inputs' float type
     y = b("CastLike", y, b["ssm_state"]) if quant else b.to_float(y, s)
     return b.function([y, b("CastLike", h, b["ssm_state"])], ["y", "ssm_state_out"], s)
+
+
+def selective_scan_int8_state(s: Structure) -> ir.Function:
+    """SelectiveScan from and to an int8 state with a scale per (batch row, channel): dequantized
+    on entry; at the end scale = max |h| / 127 over the channel's states and codes = rn(h / scale),
+    saturated to +-127 (a zero channel divides by 1: zero codes, scale 0). y is float16."""
+    smooth = "gate_smooth" in s.optional
+    names = ["u", "dt", "A", "B", "C", "D", "z", "dt_bias", "ssm_state", "ssm_state_scale"]
+    b = _Body("SelectiveScanInt8State", names + (["gate_smooth"] if smooth else []),
+              {f"{t}_scale": A.FLOAT for t in ("u", "dt", "B", "C", "z")})  # fmt: skip
+    last = b.i64(-1)
+    h0 = b("Mul", b("Cast", b["ssm_state"], to=FLOAT), b("Unsqueeze", b["ssm_state_scale"], last))
+    y, h = _selective_scan(b, h0, True, smooth)
+    scale = b("Div", b("ReduceMax", b("Abs", h), last, keepdims=1), b.f32(127.0))  # [b, d, 1]
+    safe = b("Where", b("Greater", scale, b.f32(0.0)), scale, b.f32(1.0))
+    ratio = b("Clip", b("Div", h, safe), b.f32(-127.0), b.f32(127.0))  # clipped at integers: as after rounding
+    codes = b("QuantizeLinear", ratio, b.f32(1.0), b.const(np.array(0, dtype=np.int8)))
+    outs = [b("Cast", y, to=ir.DataType.FLOAT16), codes, b("Squeeze", scale, last)]
+    return b.function(outs, ["y", "ssm_state_out", "ssm_state_scale_out"], s)
 
 
 def ssd_scan(s: Structure, quant: bool = True) -> ir.Function:
@@ -338,12 +362,62 @@ def ssd_scan(s: Structure, quant: bool = True) -> ir.Function:
     return b.function([b.to_float(y, s), b("CastLike", h, b["ssm_state"])], ["y", "ssm_state_out"], s)
 
 
+# ---------------------------------------------------------------- 4-bit weight GEMMs
+
+
+def _int4_codes(b: _Body) -> ir.Value:
+    """qweight uint8 [N, K/2] -> the int4 codes as fp32 [N, K]: low nibble = even k, two's complement."""
+    packed = b["qweight"]
+    lo = b("BitwiseAnd", packed, b.const(np.array(15, dtype=np.uint8)))
+    hi = b("BitShift", packed, b.const(np.array(4, dtype=np.uint8)), direction="RIGHT")
+    pair = b("Concat", b("Unsqueeze", lo, b.i64(-1)), b("Unsqueeze", hi, b.i64(-1)), axis=-1)  # [N, K/2, 2]
+    nib = b("Cast", b("Reshape", pair, b.i64(0, -1)), to=FLOAT)  # [N, K]
+    negative = b("Cast", b("Greater", nib, b.f32(7.5)), to=FLOAT)
+    return b("Sub", nib, b("Mul", negative, b.f32(16.0)))
+
+
+def _grouped(b: _Body, v: ir.Value) -> ir.Value:
+    """[..., K] -> [..., K/G, G] with G the group_size attribute."""
+    g = b("Unsqueeze", b("Cast", b.attr("group_size"), to=ir.DataType.INT64), b.i64(0))
+    lead = b("Slice", b("Shape", v), b.i64(0), b.i64(-1))
+    return b("Reshape", v, b("Concat", lead, b.i64(-1), g, axis=0))
+
+
+def _linear_out(b: _Body, y: ir.Value, s: Structure) -> ir.Function:
+    if "bias" in s.optional:
+        y = b("Add", y, b["bias"])
+    return b.function([b("Cast", y, to=ir.DataType.FLOAT16)], ["y"], s)
+
+
+def w4a16_linear(s: Structure) -> ir.Function:
+    names = ["x", "qweight", "scales"] + (["bias"] if "bias" in s.optional else [])
+    b = _Body("W4A16Linear", names, {"group_size": A.INT})
+    q = _int4_codes(b)
+    # w = scale * q is exact in fp32 (11 x 4 significant bits), as in the reference
+    w = b("Mul", _grouped(b, q), b("Unsqueeze", b("Cast", b["scales"], to=FLOAT), b.i64(-1)))
+    w = b("Reshape", w, b("Shape", q))
+    y = b("MatMul", b("Cast", b["x"], to=FLOAT), b("Transpose", w, perm=[1, 0]))
+    return _linear_out(b, y, s)
+
+
+def w4a8_linear(s: Structure) -> ir.Function:
+    names = ["x", "qweight", "scales"] + (["bias"] if "bias" in s.optional else [])
+    b = _Body("W4A8Linear", names, {"x_scale": A.FLOAT, "group_size": A.INT})
+    q = _grouped(b, _int4_codes(b))  # [N, K/G, G]
+    x = _grouped(b, b("Cast", b["x"], to=FLOAT))  # [b, l, K/G, G]
+    # the per-group integer sums (exact in fp32: |sum| <= 128 * 8 * G < 2^24), scaled per group, summed
+    isum = b("Einsum", x, q, equation="blgk,ngk->blng")
+    y = b("ReduceSum", b("Mul", isum, b("Cast", b["scales"], to=FLOAT)), b.i64(-1), keepdims=0)
+    return _linear_out(b, b("Mul", y, b.attr("x_scale")), s)
+
+
 BUILDERS: dict[str, Callable[[Structure], ir.Function]] = {
     "HadamardQuant": hadamard_quant,
     "RMSNormQuant": rms_norm,
     "GatedRMSNormQuant": gated_rms_norm,
     "CausalConv1d": causal_conv1d,
     "SelectiveScan": selective_scan,
+    "SelectiveScanInt8State": selective_scan_int8_state,
     "SSDScan": ssd_scan,
     # the fp variants: the same bodies with casts where the int8 ops dequantize and quantize
     "RMSNorm": functools.partial(rms_norm, quant=False),
@@ -351,6 +425,8 @@ BUILDERS: dict[str, Callable[[Structure], ir.Function]] = {
     "CausalConv1dFp": functools.partial(causal_conv1d, quant=False),
     "SelectiveScanFp": functools.partial(selective_scan, quant=False),
     "SSDScanFp": functools.partial(ssd_scan, quant=False),
+    "W4A16Linear": w4a16_linear,
+    "W4A8Linear": w4a8_linear,
 }
 
 

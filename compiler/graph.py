@@ -3,13 +3,14 @@
 :class:`GraphBuilder` wraps onnx_ir's tape with what every lowering needs: initializers from
 torch tensors, standard ops, jetmamba custom nodes (checked against their spec when created;
 their overload recorded, so the function bodies can be attached later), int8 Q/DQ in
-TensorRT's explicit-quantization form, and graph inputs/outputs with symbolic shapes.
+TensorRT's explicit-quantization form, the 4-bit GEMM nodes, the fp Hadamard in standard ops,
+and graph inputs/outputs with symbolic shapes.
 
 The I/O contract of a lowered model (one graph for prefill and decode):
 
 - ``input_ids`` int64 ``[batch, seq]``;
 - per layer ``i``: ``conv_state.{i}`` ``[batch, d_conv - 1, conv_dim]`` (int8 in a quantized
-  graph, the float type in an unquantized one) and
+  graph's int8-activation layers, the float type in an unquantized graph and in W4A16 layers) and
   ``ssm_state.{i}`` (the state dtype) ``[batch, d_inner, d_state]`` (Mamba1) or
   ``[batch, heads, head_dim, d_state]`` (Mamba2), zeros for a fresh sequence;
 - outputs ``logits`` fp32 ``[batch, seq, vocab]`` and ``conv_state_out.{i}``,
@@ -61,6 +62,7 @@ class GraphBuilder:
     inputs: list[ir.Value] = field(default_factory=list)
     outputs: list[ir.Value] = field(default_factory=list)
     _counter: int = 0
+    _shared: dict = field(default_factory=dict)  # constants built once per graph (Hadamard matrices)
 
     # ------------------------------------------------------------ values
 
@@ -176,6 +178,58 @@ class GraphBuilder:
         if bias is not None:
             y = self.op("Add", y, self.initializer(f"{prefix}.bias", bias.to(self.float_dtype)))
         return y
+
+    # ------------------------------------------------------------ 4-bit weights
+
+    def int4_gemm(self, x: ir.Value, x_scale: float | None, layer, prefix: str) -> ir.Value:
+        """A packed 4-bit layer (``qweight`` uint8 [N, K/2], ``scales`` fp16 [N, K/G], ``bias``) as
+        jetmamba::W4A8Linear (int8 ``x`` with its static per-tensor ``x_scale``) or W4A16Linear
+        (fp16 ``x``, ``x_scale`` None): fp16 out, as the kernels write it."""
+        bias = None if layer.bias is None else self.initializer(f"{prefix}.bias", layer.bias.float())
+        inputs = {"x": x, "qweight": self.initializer(f"{prefix}.qweight", layer.qweight),
+                  "scales": self.initializer(f"{prefix}.scales", layer.scales), "bias": bias}  # fmt: skip
+        attrs = {"group_size": int(layer.group_size)}
+        if x_scale is not None:
+            (y,) = self.custom("W4A8Linear", inputs, {**attrs, "x_scale": float(x_scale)}, self.structure(),
+                               name=prefix)  # fmt: skip
+            return y
+        if self.float_dtype != torch.float16:  # the x of a W4A16 layer is in the graph's float type
+            found = FLOAT_NAMES.get(self.float_dtype, self.float_dtype)
+            raise UnsupportedError(f"jetmamba::W4A16Linear ({prefix}) cannot be lowered: its activations are "
+                                   f"float16 only, this graph's are {found}")  # fmt: skip
+        (y,) = self.custom("W4A16Linear", inputs, attrs, self.structure(), name=prefix)
+        return y
+
+    def gemm(self, x_q: ir.Value, x_scale: float, layer, prefix: str) -> ir.Value:
+        """A quantized layer with int8 input, fp32 out: the Q/DQ int8 GEMM of an int8 layer
+        (:meth:`qgemm`), W4A8Linear of a 4-bit one (its fp16 output widened, as the simulation
+        computes on from it)."""
+        if hasattr(layer, "qweight"):
+            return self.cast(self.int4_gemm(x_q, x_scale, layer, prefix), torch.float32)
+        return self.qgemm(x_q, x_scale, layer.weight, layer.weight_scale, layer.bias, prefix)
+
+    def hadamard(self, x32: ir.Value, n: int) -> ir.Value:
+        """x @ H^T / sqrt(n) over the last axis (n = m * 2^k), fp32, in standard MatMuls: x viewed as
+        [..., m, 2^k], times the Sylvester block S (symmetric) on the right and the m x m base block
+        on the left (H = kron(base, S)). The matrices are built here (±1, exact in fp16) and stored
+        once per order, shared by every layer; TensorRT runs them as GEMMs."""
+        from jetmamba.calibration.hadamard import base_matrix, factor, hadamard_matrix
+
+        m, p = factor(n)
+        key = f"hadamard.{n}"
+        if key not in self._shared:
+            self._shared[key] = (
+                self.initializer(f"{key}.sylvester", hadamard_matrix(p).to(torch.float16)),
+                None if m == 1 else self.initializer(f"{key}.base", base_matrix(m).to(torch.float16)),
+            )
+        sylvester, base = self._shared[key]
+        lead = self.op("Slice", self.op("Shape", x32), self.const_i64(0), self.const_i64(-1))
+        y = self.op("Reshape", x32, self.op("Concat", lead, self.const_i64(m, p), axis=0))
+        y = self.op("MatMul", y, self.cast(sylvester, torch.float32))
+        if base is not None:
+            y = self.op("MatMul", self.cast(base, torch.float32), y)
+        y = self.op("Reshape", y, self.op("Concat", lead, self.const_i64(n), axis=0))
+        return self.op("Mul", y, self.scalar(1.0 / float(n) ** 0.5))
 
     def cast(self, x: ir.Value, dtype: torch.dtype) -> ir.Value:
         return self.op("Cast", x, to=DTYPES[dtype])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from jetmamba.errors import UsageError
+from jetmamba.errors import CheckpointError, UsageError
 
 NUMPY = {"int8": np.int8, "float16": np.float16, "float32": np.float32, "int64": np.int64}
 
@@ -37,8 +37,18 @@ class OrtModel:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(source if isinstance(source, bytes) else str(source), options,
-                                            providers=list(providers))  # fmt: skip
+        if isinstance(source, bytes):
+            self.session = ort.InferenceSession(source, options, providers=list(providers))
+        else:
+            # a file (a bundle's graph) is data from elsewhere: ONNX Runtime's refusal is the user's
+            # one-line error, not a traceback
+            try:
+                self.session = ort.InferenceSession(str(source), options, providers=list(providers))
+            except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidGraph/... types
+                lines = str(exc).strip().splitlines()
+                raise CheckpointError(
+                    f"{source}: ONNX Runtime cannot load this graph ({lines[0][:300] if lines else type(exc).__name__})"
+                ) from None
         self.inputs = {i.name: i for i in self.session.get_inputs()}
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.n_layer = sum(name.startswith("conv_state.") for name in self.inputs)

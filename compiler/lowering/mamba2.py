@@ -1,4 +1,5 @@
-"""Mamba2's mixer as deployed-graph nodes, mirroring QuantMamba2Mixer.forward step for step."""
+"""Mamba2's mixer as deployed-graph nodes, mirroring QuantMamba2Mixer.forward (int8 activations, int8
+or 4-bit GEMMs) and QuantMamba2MixerFp.forward (W4A16: fp16 activations) step for step."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ def ssm_state_shape(config) -> tuple[int, ...]:
 def lower_mixer(g: GraphBuilder, m, x_q, x_scale: float, conv_state, ssm_state, p: str):
     c, act = m.c, m.act_dtype
     n, G = c.d_state, c.n_groups
-    zxd = g.qgemm(x_q, x_scale, m.in_proj.weight, m.in_proj.weight_scale, m.in_proj.bias, f"{p}.in_proj")
+    zxd = g.gemm(x_q, x_scale, m.in_proj, f"{p}.in_proj")
     z, xbc, dt = g.ops("Split", [zxd, g.const_i64(c.d_inner, c.conv_dim, c.n_heads)], 3, axis=-1)
     z_q = g.quantize(z, float(m.z_scale), f"{p}.z.quantize")
     xbc_q = g.quantize(xbc, float(m.xBC_scale), f"{p}.xBC.quantize")
@@ -56,7 +57,7 @@ def lower_mixer(g: GraphBuilder, m, x_q, x_scale: float, conv_state, ssm_state, 
          "hadamard": int(m.out_hadamard)},
         g.structure(n=c.d_inner if m.out_hadamard else 0), name=f"{p}.gated_norm",
     )  # fmt: skip
-    out = g.qgemm(y_q, s, m.out_proj.weight, m.out_proj.weight_scale, m.out_proj.bias, f"{p}.out_proj")
+    out = g.gemm(y_q, s, m.out_proj, f"{p}.out_proj")
     return g.cast(out, act), conv_out, ssm_out
 
 
@@ -92,3 +93,42 @@ def lower_fp_mixer(g: GraphBuilder, m, x, conv_state, ssm_state, p: str):
         {"eps": float(c.gate_eps), "group_size": c.d_inner // G}, g.structure(), name=f"{p}.gated_norm",
     )  # fmt: skip
     return g.linear(y, m.out_proj.weight, m.out_proj.bias, f"{p}.out_proj"), conv_out, ssm_out
+
+
+def lower_w4a16_mixer(g: GraphBuilder, m, x, conv_state, ssm_state, p: str):
+    """A W4A16 layer (QuantMamba2MixerFp): x is the block RMSNorm's fp16 output; 4-bit in_proj and
+    out_proj, the fp op variants, the fp16 Hadamard before out_proj."""
+    c, act = m.c, m.act_dtype
+    n, G = c.d_state, c.n_groups
+    zxd = g.int4_gemm(x, None, m.in_proj, f"{p}.in_proj")
+    z, xbc, dt = g.ops("Split", [zxd, g.const_i64(c.d_inner, c.conv_dim, c.n_heads)], 3, axis=-1)
+    # in x's dtype: the CausalConv1dFp kernel takes every tensor in one dtype (docs/kernels.md); the
+    # simulation keeps this bias in fp32, so it differs by the bias's fp16 rounding (docs/compiler.md)
+    conv_bias = None if m.conv_bias is None else g.initializer(f"{p}.conv1d.bias", m.conv_bias.to(act))
+    conv, conv_out = g.custom(
+        "CausalConv1dFp",
+        {"x": xbc, "weight": g.initializer(f"{p}.conv1d.weight", m.conv_weight.to(act)), "bias": conv_bias,
+         "conv_state": conv_state},
+        {}, g.structure(k=c.d_conv), name=f"{p}.conv1d",
+    )  # fmt: skip
+    xs, B, C = g.ops("Split", [conv, g.const_i64(c.d_inner, G * n, G * n)], 3, axis=-1)
+    lead = g.op("Slice", g.op("Shape", conv), g.const_i64(0), g.const_i64(2))  # [batch, seq]
+    B = g.op("Reshape", B, g.op("Concat", lead, g.const_i64(G, n), axis=0))
+    C = g.op("Reshape", C, g.op("Concat", lead, g.const_i64(G, n), axis=0))
+    y, ssm_out = g.custom(
+        "SSDScanFp",
+        {"x": xs, "dt": dt, "A": g.initializer(f"{p}.A", -torch.exp(m.A_log.float())), "B": B, "C": C,
+         "D": g.initializer(f"{p}.D", m.D.float()), "dt_bias": g.initializer(f"{p}.dt_bias", m.dt_bias.float()),
+         "ssm_state": ssm_state},
+        {"heads": c.n_heads, "dt_min": float(c.dt_min),
+         "dt_max": float("inf") if c.dt_max is None else float(c.dt_max)},
+        g.structure(), name=f"{p}.ssd_scan",
+    )  # fmt: skip
+    y = g.op("Reshape", y, g.op("Concat", lead, g.const_i64(c.d_inner), axis=0))
+    (y,) = g.custom(
+        "GatedRMSNorm", {"y": y, "z": z, "weight": g.initializer(f"{p}.norm.weight", m.norm_weight.float())},
+        {"eps": float(c.gate_eps), "group_size": c.d_inner // G}, g.structure(), name=f"{p}.gated_norm",
+    )  # fmt: skip
+    if m.out_hadamard:
+        y = g.cast(g.hadamard(g.cast(y, torch.float32), c.d_inner), act)
+    return g.int4_gemm(y, None, m.out_proj, f"{p}.out_proj"), conv_out, ssm_out

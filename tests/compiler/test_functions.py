@@ -20,7 +20,7 @@ from jetmamba.compiler.ops.spec import DOMAIN
 
 NP = {torch.int8: np.int8, torch.float16: np.float16, torch.float32: np.float32}
 IR = {np.dtype(np.int8): ir.DataType.INT8, np.dtype(np.float16): ir.DataType.FLOAT16,
-      np.dtype(np.float32): ir.DataType.FLOAT}  # fmt: skip
+      np.dtype(np.float32): ir.DataType.FLOAT, np.dtype(np.uint8): ir.DataType.UINT8}  # fmt: skip
 
 
 def run_op(op: str, structure: Structure, inputs: dict, attrs: dict, outputs: list[str]) -> list[np.ndarray]:
@@ -38,6 +38,8 @@ def run_op(op: str, structure: Structure, inputs: dict, attrs: dict, outputs: li
     def out_type(t):
         if t.dtypes == ("int8",):
             return ir.DataType.INT8
+        if t.dtypes in (("float16",), ("float32",)):  # one dtype whatever the graph's float type
+            return IR[np.dtype(t.dtypes[0])]
         return IR[inputs["ssm_state"].dtype] if t.name == "ssm_state_out" else floats
 
     types = {t.name: out_type(t) for t in spec.outputs}
@@ -148,6 +150,42 @@ def test_selective_scan(length, smooth):
     assert_close(torch.from_numpy(h).float(), want_h.float(), "op.onnx_body.fp16")
 
 
+@pytest.mark.parametrize("length,smooth", [(13, False), (1, True)])
+def test_selective_scan_int8_state(length, smooth):
+    """The int8-state body against its reference: y in fp16; scales to the fp32 rounding of h
+    (ORT and torch sum in other orders: within 1e-5, relative); codes equal, or one apart where the
+    reference's h / scale is a near-tie; a channel that stays zero gets scale 0 and zero codes."""
+    from jetmamba.compiler.ops.reference import quantize_ssm_state, selective_scan_int8_state
+
+    g = torch.Generator().manual_seed(40 + length)
+    bsz, d, n = 2, 16, 8
+    u, dt, z = _int8(g, bsz, length, d), _int8(g, bsz, length, d), _int8(g, bsz, length, d)
+    u[0, :, 3] = 0  # with a zero state below: channel 3 of row 0 stays zero
+    B, C = _int8(g, bsz, length, n), _int8(g, bsz, length, n)
+    A = -torch.rand(d, n, generator=g) - 0.5
+    D, dt_bias = torch.randn(d, generator=g), torch.randn(d, generator=g) - 2
+    h0 = torch.randn(bsz, d, n, generator=g) * 0.1
+    h0[0, 3] = 0
+    codes, scale = quantize_ssm_state(h0)
+    gs = torch.rand(d, generator=g) + 0.5 if smooth else None
+    attrs = {"u_scale": 0.02, "dt_scale": 0.03, "B_scale": 0.02, "C_scale": 0.02, "z_scale": 0.03}
+    want_y, want_codes, want_scale = selective_scan_int8_state(u, dt, A, B, C, D, z, dt_bias, codes, scale, gs,
+                                                               **attrs)  # fmt: skip
+    y, got_codes, got_scale = run_op(
+        "SelectiveScanInt8State", Structure(optional=("gate_smooth",) if smooth else ()),
+        _np(u=u, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias, ssm_state=codes, ssm_state_scale=scale,
+            gate_smooth=gs),
+        attrs, ["y", "ssm_state_out", "ssm_state_scale_out"],
+    )  # fmt: skip
+    assert y.dtype == np.float16 and got_codes.dtype == np.int8 and got_scale.dtype == np.float32
+    assert_close(torch.from_numpy(y).float(), want_y.float(), "op.onnx_body.fp16")
+    got_scale, got_codes = torch.from_numpy(got_scale), torch.from_numpy(got_codes)
+    assert got_scale[0, 3] == 0 and (got_codes[0, 3] == 0).all()
+    assert ((got_scale - want_scale).abs() <= 1e-5 * want_scale).all()
+    diff = (got_codes.int() - want_codes.int()).abs()
+    assert diff.max() <= 1 and (diff == 0).float().mean() >= 0.99
+
+
 @pytest.mark.parametrize("length,groups,per_channel", [(11, 2, True), (1, 1, False), (4, 4, True)])
 def test_ssd_scan(length, groups, per_channel):
     from jetmamba.compiler.ops.reference import ssd_scan_quant
@@ -230,3 +268,28 @@ def test_fp_variant(op, dtype):
             assert a.dtype == NP[w.dtype], name
             assert_close(torch.from_numpy(a).float(), w.float(), "op.onnx_body.fp16" if dtype == torch.float16
                          else "op.onnx_body.fp32")  # fmt: skip
+
+
+# ---------------------------------------------------------------- 4-bit weight GEMMs
+
+
+@pytest.mark.parametrize("op", ["W4A16Linear", "W4A8Linear"])
+@pytest.mark.parametrize("k,group_size,bias", [(256, 128, True), (192, 64, False), (96, 32, True)])
+def test_int4_linear(op, k, group_size, bias):
+    """The bodies unpack the nibbles with BitwiseAnd / BitShift and equal the references: the same
+    fp32 products, summed in another order, then one fp16 rounding."""
+    from jetmamba.compiler.ops.int4 import quantize_rtn
+
+    g = torch.Generator().manual_seed(k + group_size)
+    n = 40
+    qweight, scales = quantize_rtn(torch.randn(n, k, generator=g) * 0.05, group_size)
+    b = torch.randn(n, generator=g) if bias else None
+    if op == "W4A16Linear":
+        x, attrs = torch.randn(2, 3, k, generator=g).half(), {"group_size": group_size}
+    else:
+        x, attrs = _int8(g, 2, 3, k), {"x_scale": 0.02, "group_size": group_size}
+    want = OPSET[op].reference(x, qweight, scales, b, **attrs)
+    (y,) = run_op(op, Structure(optional=("bias",) if bias else ()), _np(x=x, qweight=qweight, scales=scales, bias=b),
+                  attrs, ["y"])  # fmt: skip
+    assert y.dtype == np.float16 and y.shape == (2, 3, n)
+    assert_close(torch.from_numpy(y).float(), want.float(), "op.onnx_body.fp16")

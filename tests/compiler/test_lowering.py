@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
-import onnx_ir as ir
-import onnxruntime as ort
 import pytest
 import torch
+from graph_runs import decode_logits, decode_nmse, feeds, nmse, session, zero_feeds
 
 from jetmamba.calibration.checkpoint import load_model
 from jetmamba.calibration.quantize import quantize_model
@@ -19,10 +17,6 @@ from jetmamba.compiler.passes import PIPELINE, attach_functions, run_pipeline, t
 CASES = [("mamba1_fixture", "w8a8-quamba"), ("mamba1_fixture", "w8a8-mambaquant"), ("mamba1_fixture", "w8a8-naive"),
          ("mamba2_fixture", "w8a8-quamba2"), ("mamba2_fixture", "w8a8-naive"), ("mamba2_fixture", "w8a8-quamba"),
          ("mamba2_fixture", "w8a8-mambaquant")]  # fmt: skip
-
-
-def nmse(a: np.ndarray, b: np.ndarray) -> float:
-    return float(((a - b) ** 2).sum() / (b**2).sum())
 
 
 @pytest.fixture(scope="module")
@@ -37,21 +31,6 @@ def quantized(request):
         return cache[fixture, recipe]
 
     return get
-
-
-def session(model: ir.Model) -> ort.InferenceSession:
-    proto = ir.to_proto(model)
-    onnx.checker.check_model(proto, full_check=True)
-    return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-
-
-def feeds(q, ids: torch.Tensor, state=None) -> dict:
-    state = q.init_state(ids.shape[0]) if state is None else state
-    out = {"input_ids": ids.numpy().astype(np.int64)}
-    for i, layer in enumerate(state.layers):
-        out[f"conv_state.{i}"] = layer.conv.numpy()
-        out[f"ssm_state.{i}"] = layer.ssm.numpy()
-    return out
 
 
 @pytest.mark.parametrize("fixture,recipe", CASES)
@@ -117,22 +96,42 @@ def test_prefill_then_decode_through_the_graph(quantized, fixture, recipe, state
     assert decode_nmse(sess, zero_feeds(sess), q.config.n_layer) <= DECODE_NMSE[state_dtype]
 
 
-def decode_nmse(sess, zero_state: dict, n_layer: int, prompt: int = 24, steps: int = 32) -> float:
-    """NMSE between the full-sequence logits and a ``prompt``-token prefill followed by ``steps``
-    single-token calls that feed the state outputs back as inputs."""
-    names = [o.name for o in sess.get_outputs()]
-    ids = torch.randint(0, 256, (2, prompt + steps), generator=torch.Generator().manual_seed(3)).numpy()
-    state = {k: np.repeat(v, 2, axis=0) if v.shape[0] != 2 else v for k, v in zero_state.items() if k != "input_ids"}
-    full = sess.run(["logits"], {"input_ids": ids, **state})[0]
-    out = dict(zip(names, sess.run(None, {"input_ids": ids[:, :prompt], **state}), strict=True))
-    got = [out["logits"]]
-    for t in range(prompt, prompt + steps):
-        f = {"input_ids": ids[:, t : t + 1]}
-        for i in range(n_layer):
-            f[f"conv_state.{i}"], f[f"ssm_state.{i}"] = out[f"conv_state_out.{i}"], out[f"ssm_state_out.{i}"]
-        out = dict(zip(names, sess.run(None, f), strict=True))
-        got.append(out["logits"])
-    return nmse(np.concatenate(got, axis=1), full)
+# An int8 SSM state (Mamba1, a scale per (batch row, channel)) is rounded to half a step of its
+# channel, max |h| / 254, at every call boundary; over 32 decode steps the chained logits of the
+# w8a8-quamba fixture are 5.2e-4 NMSE from the fp32-state graph's (measured; docs/compiler.md): the
+# bound leaves 4x for other seeds and recipes.
+INT8_STATE_DECODE_NMSE = 2e-3
+
+
+def test_int8_state_graph_decodes_close_to_fp32_state(quantized):
+    """The int8-state graph's I/O (codes, scales), a zero state = zero codes and scales, and its
+    prefill + 32 decode steps against the fp32-state graph's."""
+    q = quantized("mamba1_fixture", "w8a8-quamba")
+    int8 = session(attach_functions(run_pipeline(lower_quantized(q, state_dtype=torch.int8).model())))
+    fp32 = session(attach_functions(run_pipeline(lower_quantized(q, state_dtype=torch.float32).model())))
+    ins = {i.name: i.type for i in int8.get_inputs()}
+    assert ins["ssm_state.0"] == "tensor(int8)" and ins["ssm_state_scale.0"] == "tensor(float)"
+    assert {o.name for o in int8.get_outputs()} >= {"ssm_state_out.3", "ssm_state_scale_out.3"}
+    chain, full = decode_logits(int8, zero_feeds(int8))
+    chain_fp32, full_fp32 = decode_logits(fp32, zero_feeds(fp32))
+    # the prefill keeps the state in fp32 inside the scan: the full-sequence calls agree to fp32
+    assert nmse(full, full_fp32) <= 1e-10
+    err = nmse(chain, chain_fp32)
+    print(f"int8 state: prefill 24 + 32 decode steps, logits NMSE vs the fp32 state {err:.2e}")
+    assert 0 < err <= INT8_STATE_DECODE_NMSE
+
+
+def test_int8_state_is_refused_where_there_is_none(quantized):
+    from jetmamba.compiler.lowering import io_contract
+    from jetmamba.errors import UnsupportedError
+
+    with pytest.raises(UnsupportedError, match="SSDScan has no int8 state"):
+        lower_quantized(quantized("mamba2_fixture", "w8a8-quamba2"), state_dtype=torch.int8)
+    q = quantized("mamba1_fixture", "w8a8-quamba")
+    ins, outs = io_contract(q.config, state_dtype=torch.int8)
+    scale = next(t for t in ins if t.name == "ssm_state_scale.1")
+    assert scale.dtype == "float32" and scale.shape == ("batch", q.config.d_inner)
+    assert [t.name for t in outs[1:4]] == ["conv_state_out.0", "ssm_state_out.0", "ssm_state_scale_out.0"]
 
 
 @pytest.mark.parametrize("fixture,recipe", CASES)
@@ -171,16 +170,6 @@ def fp_session(model, dtype):
 
     graph = lower_fp(model, dtype=dtype, state_dtype=dtype).model()
     return session(attach_functions(run_pipeline(graph, check=True)))
-
-
-def zero_feeds(sess) -> dict:
-    from jetmamba.compiler.ort import NUMPY
-
-    out = {}
-    for i in sess.get_inputs()[1:]:
-        kind = i.type[len("tensor(") : -1]
-        out[i.name] = np.zeros([1 if isinstance(d, str) else d for d in i.shape], NUMPY.get(kind, np.float32))
-    return out
 
 
 @pytest.mark.parametrize("fixture", ["mamba1_fixture", "mamba2_fixture"])

@@ -150,3 +150,60 @@ def test_supports_names_the_reason(op, facts, expect):
 def test_every_limit_is_documented():
     for spec in OPSET.values():
         assert all(limit.doc for limit in spec.limits), spec.name
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_w4a16_linear_is_the_dequantized_gemm(bias):
+    from jetmamba.compiler.ops.int4 import quantize_rtn
+
+    g = torch.Generator().manual_seed(4)
+    w = torch.randn(24, 256, generator=g) * 0.1
+    qweight, scales = quantize_rtn(w, 64)
+    x, b = torch.randn(2, 5, 256, generator=g).half(), torch.randn(24, generator=g) if bias else None
+    codes = torch.stack([qweight.int() & 15, qweight.int() >> 4], -1).reshape(24, 256)
+    w_hat = torch.where(codes > 7, codes - 16, codes).double() * scales.double().repeat_interleave(64, 1)
+    y = ref.w4a16_linear(x, qweight, scales, b, group_size=64)
+    expected = x.double() @ w_hat.t() + (0 if b is None else b.double())
+    assert y.dtype == torch.float16 and y.shape == (2, 5, 24)
+    torch.testing.assert_close(y.double(), expected, rtol=1e-3, atol=1e-3)  # one fp16 rounding
+
+
+def test_w4a8_linear_sums_groups_of_integers():
+    from jetmamba.compiler.ops.int4 import quantize_rtn, unpack_int4
+
+    g = torch.Generator().manual_seed(5)
+    qweight, scales = quantize_rtn(torch.randn(16, 128, generator=g), 32)
+    x = torch.randint(-128, 128, (3, 1, 128), generator=g, dtype=torch.int8)
+    b = torch.randn(16, generator=g)
+    y = ref.w4a8_linear(x, qweight, scales, b, x_scale=0.01, group_size=32)
+    q = unpack_int4(qweight).long().reshape(16, 4, 32)
+    isum = torch.einsum("mgk,ngk->mng", x.long().reshape(3, 4, 32), q)  # exact integers
+    expected = (isum.double() * scales.double()).sum(-1) * 0.01 + b.double()
+    torch.testing.assert_close(y.reshape(3, 16).double(), expected, rtol=1e-3, atol=1e-3)
+
+
+def test_int4_group_size_attribute():
+    spec = OPSET["W4A8Linear"]
+    assert spec.check_attributes({"x_scale": 0.1}) == {"x_scale": 0.1, "group_size": 128}
+    with pytest.raises(ValueError, match="group_size: 16 is below 32"):
+        spec.check_attributes({"x_scale": 0.1, "group_size": 16})
+
+
+def test_int8_ssm_state_codes_and_scales():
+    """quantize_ssm_state: a scale per row = max |h| / 127, codes rn(h / scale) in [-127, 127] (the
+    row's max maps to +-127), half a step at most from h; zero rows (and rows whose scale underflows)
+    give scale 0 and zero codes; selective_scan_int8_state is the scan between the two."""
+    g = torch.Generator().manual_seed(7)
+    h = torch.randn(2, 5, 16, generator=g)
+    h[0, 1] = 0
+    h[1, 2] = 1e-45  # a subnormal row: its scale underflows to 0
+    codes, scale = ref.quantize_ssm_state(h)
+    assert codes.dtype == torch.int8 and scale.dtype == torch.float32 and scale.shape == (2, 5)
+    assert scale[0, 1] == 0 and scale[1, 2] == 0 and (codes[0, 1] == 0).all() and (codes[1, 2] == 0).all()
+    ok = scale > 0
+    assert torch.equal(scale[ok], h.abs().amax(-1)[ok] / 127)
+    assert (codes.abs().amax(-1)[ok] == 127).all() and codes.min() >= -127
+    err = (ref.dequantize_ssm_state(codes, scale) - h).abs()
+    assert (err <= scale.unsqueeze(-1) / 2 * (1 + 1e-6) + 1e-44).all()
+    half = torch.tensor([[[0.5, 1.5, 2.5, -0.5, 127.0] + [0.0] * 11]])  # ties go to even
+    assert ref.quantize_ssm_state(half)[0][0, 0, :5].tolist() == [0, 2, 2, 0, 127]

@@ -112,6 +112,19 @@ def test_mamba2_graph_follows_tensorrt_rules(matrix, mamba2_fixture):
     assert _violations(proto, types, matrix) == []
 
 
+INT4_CASES = [("mamba1_fixture", "w4a16-rtn"), ("mamba1_fixture", "w4a8-mambaquant"),
+              ("mamba2_fixture", "w4a16-quamba2"), ("mamba2_fixture", "w4ax-quamba2")]  # fmt: skip
+
+
+@pytest.mark.parametrize("fixture,recipe", INT4_CASES)
+def test_4bit_graph_follows_tensorrt_rules(matrix, request, fixture, recipe):
+    """W4A8Linear / W4A16Linear plugins beside Q/DQ GEMMs, the fp op variants and the fp16
+    Hadamard's MatMuls (W4A16 layers): the same rules."""
+    proto, types = _graphs(request.getfixturevalue(fixture), recipe)
+    assert {"W4A8Linear", "W4A16Linear"} & {n.op_type for n in proto.graph.node}
+    assert _violations(proto, types, matrix) == []
+
+
 @pytest.mark.parametrize("fixture", ["mamba1_fixture", "mamba2_fixture"])
 def test_unquantized_graph_follows_tensorrt_rules(matrix, request, fixture):
     proto, types = _graphs(request.getfixturevalue(fixture), None)

@@ -284,7 +284,9 @@ class QuantMamba1MixerFp(nn.Module):
         w4 = {"weight_bits": 4, "group_size": group_size, "device": device, "out_dtype": act_dtype}
         self.in_proj = linear_layout(c.d_model, 2 * c.d_inner, c.proj_bias, **w4)
         self.register_buffer("conv_weight", torch.zeros(c.d_inner, c.d_conv, dtype=act_dtype, device=device))
-        self.register_buffer("conv_bias", torch.zeros(c.d_inner, device=device) if c.conv_bias else None)
+        # in the activation dtype: CausalConv1dFp takes every tensor in x's dtype, so the graph stores it so
+        bias = torch.zeros(c.d_inner, dtype=act_dtype, device=device) if c.conv_bias else None
+        self.register_buffer("conv_bias", bias)
         self.x_proj = linear_layout(c.d_inner, c.dt_rank + 2 * c.d_state, False, **w4)
         self.register_buffer("dt_proj_weight", torch.zeros(c.d_inner, c.dt_rank, dtype=act_dtype, device=device))
         self.register_buffer("dt_bias", torch.zeros(c.d_inner, device=device))
@@ -305,7 +307,7 @@ class QuantMamba1MixerFp(nn.Module):
         q.in_proj = quant_linear(fp.in_proj.weight, fp.in_proj.bias, given=given.get("in_proj"), **w)
         q.conv_weight = fp.conv1d.weight[:, 0].detach().to(q.act_dtype).clone()
         if fp.conv1d.bias is not None:
-            q.conv_bias = fp.conv1d.bias.detach().float().clone()
+            q.conv_bias = fp.conv1d.bias.detach().to(q.act_dtype).clone()
         q.x_proj = quant_linear(fp.x_proj.weight, None, given=given.get("x_proj"), **w)
         q.dt_proj_weight = fp.dt_proj.weight.detach().to(q.act_dtype).clone()
         q.dt_bias = fp.dt_proj.bias.detach().float().clone()

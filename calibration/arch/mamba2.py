@@ -282,7 +282,9 @@ class QuantMamba2MixerFp(nn.Module):
         w4 = {"weight_bits": 4, "group_size": group_size, "device": device, "out_dtype": act_dtype}
         self.in_proj = linear_layout(c.d_model, c.d_inner + c.conv_dim + c.n_heads, c.proj_bias, **w4)
         self.register_buffer("conv_weight", torch.zeros(c.conv_dim, c.d_conv, dtype=act_dtype, device=device))
-        self.register_buffer("conv_bias", torch.zeros(c.conv_dim, device=device) if c.conv_bias else None)
+        # in the activation dtype: CausalConv1dFp takes every tensor in x's dtype, so the graph stores it so
+        bias = torch.zeros(c.conv_dim, dtype=act_dtype, device=device) if c.conv_bias else None
+        self.register_buffer("conv_bias", bias)
         for name, n in (("dt_bias", c.n_heads), ("A_log", c.n_heads), ("D", c.n_heads), ("norm_weight", c.d_inner)):
             self.register_buffer(name, torch.zeros(n, device=device))
         self.out_proj = linear_layout(c.d_inner, c.d_model, c.proj_bias, **w4)
@@ -296,7 +298,7 @@ class QuantMamba2MixerFp(nn.Module):
         q.in_proj = quant_linear(fp.in_proj.weight, fp.in_proj.bias, given=given.get("in_proj"), **w)
         q.conv_weight = fp.conv1d.weight[:, 0].detach().to(q.act_dtype).clone()
         if fp.conv1d.bias is not None:
-            q.conv_bias = fp.conv1d.bias.detach().float().clone()
+            q.conv_bias = fp.conv1d.bias.detach().to(q.act_dtype).clone()
         for name, t in (("dt_bias", fp.dt_bias), ("A_log", fp.A_log), ("D", fp.D), ("norm_weight", fp.norm.weight)):
             setattr(q, name, t.detach().float().clone())
         q.out_proj = quant_linear(fp.out_proj.weight, fp.out_proj.bias, given=given.get("out_proj"), **w)

@@ -98,8 +98,8 @@ def lower_w4a16_mixer(g: GraphBuilder, m, x, conv_state, ssm_state, p: str):
     c, act = m.c, m.act_dtype
     xz = g.int4_gemm(x, None, m.in_proj, f"{p}.in_proj")
     x, z = g.ops("Split", [xz, g.const_i64(c.d_inner, c.d_inner)], 2, axis=-1)
-    # in x's dtype: the CausalConv1dFp kernel takes every tensor in one dtype (docs/kernels.md); the
-    # simulation keeps this bias in fp32, so it differs by the bias's fp16 rounding (docs/compiler.md)
+    # in x's dtype: the CausalConv1dFp kernel takes every tensor in one dtype (docs/kernels.md), and
+    # the simulation holds it so too
     conv_bias = None if m.conv_bias is None else g.initializer(f"{p}.conv1d.bias", m.conv_bias.to(act))
     u, conv_out = g.custom(
         "CausalConv1dFp",

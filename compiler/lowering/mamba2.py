@@ -61,16 +61,18 @@ def lower_mixer(g: GraphBuilder, m, x_q, x_scale: float, conv_state, ssm_state, 
     return g.cast(out, act), conv_out, ssm_out
 
 
-def lower_fp_mixer(g: GraphBuilder, m, x, conv_state, ssm_state, p: str):
-    """An unquantized Mamba2Mixer (no online transforms) in the graph's float type."""
+def _fp_mixer_core(g: GraphBuilder, m, zxd, conv_weight, conv_bias, norm_weight, conv_state, ssm_state, p: str):
+    """The mixer between in_proj and out_proj with the fp op variants (CausalConv1dFp, SSDScanFp,
+    GatedRMSNorm), shared by the unquantized and the W4A16 lowering: zxd is in_proj's output in the
+    activation dtype; conv weight and bias are stored in that dtype, as CausalConv1dFp takes every
+    tensor in x's dtype. Returns (gated y, conv state out, SSM state out)."""
     c, act = m.c, g.float_dtype
     n, G = c.d_state, c.n_groups
-    zxd = g.linear(x, m.in_proj.weight, m.in_proj.bias, f"{p}.in_proj")
     z, xbc, dt = g.ops("Split", [zxd, g.const_i64(c.d_inner, c.conv_dim, c.n_heads)], 3, axis=-1)
-    conv_bias = None if m.conv1d.bias is None else g.initializer(f"{p}.conv1d.bias", m.conv1d.bias.to(act))
+    bias = None if conv_bias is None else g.initializer(f"{p}.conv1d.bias", conv_bias.to(act))
     conv, conv_out = g.custom(
         "CausalConv1dFp",
-        {"x": xbc, "weight": g.initializer(f"{p}.conv1d.weight", m.conv1d.weight[:, 0].to(act)), "bias": conv_bias,
+        {"x": xbc, "weight": g.initializer(f"{p}.conv1d.weight", conv_weight.to(act)), "bias": bias,
          "conv_state": conv_state},
         {}, g.structure(k=c.d_conv), name=f"{p}.conv1d",
     )  # fmt: skip
@@ -89,46 +91,26 @@ def lower_fp_mixer(g: GraphBuilder, m, x, conv_state, ssm_state, p: str):
     )  # fmt: skip
     y = g.op("Reshape", y, g.op("Concat", lead, g.const_i64(c.d_inner), axis=0))
     (y,) = g.custom(
-        "GatedRMSNorm", {"y": y, "z": z, "weight": g.initializer(f"{p}.norm.weight", m.norm.weight.to(act))},
+        "GatedRMSNorm", {"y": y, "z": z, "weight": g.initializer(f"{p}.norm.weight", norm_weight)},
         {"eps": float(c.gate_eps), "group_size": c.d_inner // G}, g.structure(), name=f"{p}.gated_norm",
     )  # fmt: skip
+    return y, conv_out, ssm_out
+
+
+def lower_fp_mixer(g: GraphBuilder, m, x, conv_state, ssm_state, p: str):
+    """An unquantized Mamba2Mixer (no online transforms) in the graph's float type."""
+    zxd = g.linear(x, m.in_proj.weight, m.in_proj.bias, f"{p}.in_proj")
+    y, conv_out, ssm_out = _fp_mixer_core(g, m, zxd, m.conv1d.weight[:, 0], m.conv1d.bias,
+                                          m.norm.weight.to(g.float_dtype), conv_state, ssm_state, p)  # fmt: skip
     return g.linear(y, m.out_proj.weight, m.out_proj.bias, f"{p}.out_proj"), conv_out, ssm_out
 
 
 def lower_w4a16_mixer(g: GraphBuilder, m, x, conv_state, ssm_state, p: str):
     """A W4A16 layer (QuantMamba2MixerFp): x is the block RMSNorm's fp16 output; 4-bit in_proj and
     out_proj, the fp op variants, the fp16 Hadamard before out_proj."""
-    c, act = m.c, m.act_dtype
-    n, G = c.d_state, c.n_groups
     zxd = g.int4_gemm(x, None, m.in_proj, f"{p}.in_proj")
-    z, xbc, dt = g.ops("Split", [zxd, g.const_i64(c.d_inner, c.conv_dim, c.n_heads)], 3, axis=-1)
-    # in x's dtype: the CausalConv1dFp kernel takes every tensor in one dtype (docs/kernels.md); the
-    # simulation keeps this bias in fp32, so it differs by the bias's fp16 rounding (docs/compiler.md)
-    conv_bias = None if m.conv_bias is None else g.initializer(f"{p}.conv1d.bias", m.conv_bias.to(act))
-    conv, conv_out = g.custom(
-        "CausalConv1dFp",
-        {"x": xbc, "weight": g.initializer(f"{p}.conv1d.weight", m.conv_weight.to(act)), "bias": conv_bias,
-         "conv_state": conv_state},
-        {}, g.structure(k=c.d_conv), name=f"{p}.conv1d",
-    )  # fmt: skip
-    xs, B, C = g.ops("Split", [conv, g.const_i64(c.d_inner, G * n, G * n)], 3, axis=-1)
-    lead = g.op("Slice", g.op("Shape", conv), g.const_i64(0), g.const_i64(2))  # [batch, seq]
-    B = g.op("Reshape", B, g.op("Concat", lead, g.const_i64(G, n), axis=0))
-    C = g.op("Reshape", C, g.op("Concat", lead, g.const_i64(G, n), axis=0))
-    y, ssm_out = g.custom(
-        "SSDScanFp",
-        {"x": xs, "dt": dt, "A": g.initializer(f"{p}.A", -torch.exp(m.A_log.float())), "B": B, "C": C,
-         "D": g.initializer(f"{p}.D", m.D.float()), "dt_bias": g.initializer(f"{p}.dt_bias", m.dt_bias.float()),
-         "ssm_state": ssm_state},
-        {"heads": c.n_heads, "dt_min": float(c.dt_min),
-         "dt_max": float("inf") if c.dt_max is None else float(c.dt_max)},
-        g.structure(), name=f"{p}.ssd_scan",
-    )  # fmt: skip
-    y = g.op("Reshape", y, g.op("Concat", lead, g.const_i64(c.d_inner), axis=0))
-    (y,) = g.custom(
-        "GatedRMSNorm", {"y": y, "z": z, "weight": g.initializer(f"{p}.norm.weight", m.norm_weight.float())},
-        {"eps": float(c.gate_eps), "group_size": c.d_inner // G}, g.structure(), name=f"{p}.gated_norm",
-    )  # fmt: skip
+    y, conv_out, ssm_out = _fp_mixer_core(g, m, zxd, m.conv_weight, m.conv_bias, m.norm_weight.float(),
+                                          conv_state, ssm_state, p)  # fmt: skip
     if m.out_hadamard:
-        y = g.cast(g.hadamard(g.cast(y, torch.float32), c.d_inner), act)
+        y = g.cast(g.hadamard(g.cast(y, torch.float32), m.c.d_inner), g.float_dtype)
     return g.int4_gemm(y, None, m.out_proj, f"{p}.out_proj"), conv_out, ssm_out

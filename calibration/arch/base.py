@@ -196,6 +196,25 @@ class ArchAdapter:
     site_roles: dict[str, str]  # what recipes name -> this family's site (e.g. "ssm_input" -> "u")
     ssm_layers: tuple[str, ...]  # mamba_ssm ssm_cfg "layer" values it reads
     int4_linears: dict[str, str]  # 4-bit recipes: the mixer's int4 GEMMs -> the site each one reads
+    quant_mixer_cls: type  # the quantized mixer with int8 activations (8- or 4-bit weights)
+    quant_mixer_fp_cls: type  # the W4A16 mixer: fp16 activations, 4-bit weights
+
+    def quantized_mixer(self, config, recipe, *, act_dtype, device=None, act_bits=8):
+        """An empty quantized mixer of this family (filled by loading a QuantizedModel)."""
+        bits, group = recipe.get("weight_bits", 8), recipe.get("group_size", 128)
+        if act_bits == 16:
+            return self.quant_mixer_fp_cls(config, act_dtype=act_dtype, device=device, group_size=group)
+        return self.quant_mixer_cls(config, act_dtype=act_dtype, device=device, weight_bits=bits, group_size=group)
+
+    def quantize_mixer(self, fp_mixer, scales, recipe, *, act_dtype, act_bits=8, linears=None):
+        """The quantized twin of ``fp_mixer`` from calibrated ``scales`` (and GPTQ's ``linears``)."""
+        group = recipe.get("group_size", 128)
+        if act_bits == 16:
+            return self.quant_mixer_fp_cls.from_fp(fp_mixer, group_size=group, linears=linears, act_dtype=act_dtype)
+        return self.quant_mixer_cls.from_fp(
+            fp_mixer, scales, per_channel=recipe["per_channel_weights"], act_dtype=act_dtype,
+            weight_bits=recipe.get("weight_bits", 8), group_size=group, linears=linears,
+        )  # fmt: skip
 
     def config_from_hf(self, cfg: dict[str, Any]) -> ModelConfig:
         raise NotImplementedError

@@ -485,20 +485,8 @@ class Mamba2Adapter(ArchAdapter):
     # 4-bit recipes' int4 GEMMs and the activation site each one reads (GPTQ's Hessian inputs)
     int4_linears = {"in_proj": "in_proj.input", "out_proj": "out_proj.input"}
 
-    def quantized_mixer(self, config, recipe, *, act_dtype, device=None, act_bits=8):
-        bits, group = recipe.get("weight_bits", 8), recipe.get("group_size", 128)
-        if act_bits == 16:
-            return QuantMamba2MixerFp(config, act_dtype=act_dtype, device=device, group_size=group)
-        return QuantMamba2Mixer(config, act_dtype=act_dtype, device=device, weight_bits=bits, group_size=group)
-
-    def quantize_mixer(self, fp_mixer, scales, recipe, *, act_dtype, act_bits=8, linears=None):
-        group = recipe.get("group_size", 128)
-        if act_bits == 16:
-            return QuantMamba2MixerFp.from_fp(fp_mixer, group_size=group, linears=linears, act_dtype=act_dtype)
-        return QuantMamba2Mixer.from_fp(
-            fp_mixer, scales, per_channel=recipe["per_channel_weights"], act_dtype=act_dtype,
-            weight_bits=recipe.get("weight_bits", 8), group_size=group, linears=linears,
-        )  # fmt: skip
+    quant_mixer_cls = QuantMamba2Mixer
+    quant_mixer_fp_cls = QuantMamba2MixerFp
 
     def state_shapes(self, config, batch):
         return (
